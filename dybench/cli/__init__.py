@@ -1,0 +1,37 @@
+"""The `dybench` command line: a thin typer app. Each command module parses options, calls the
+library and prints with rich; the library does the work and is importable on its own."""
+
+from __future__ import annotations
+
+import typer
+
+from dybench.cli.common import console, fail
+from dybench.cli.tasks import list_tasks
+from dybench.errors import DyBenchError
+
+app = typer.Typer(
+    name="dybench",
+    help="Does my video LLM actually watch the video? Counterfactual pairs, evaluation and CRPO training.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Does my video LLM actually watch the video? Run a command with --help for its options."""
+
+
+app.command("tasks")(list_tasks)
+
+
+def main() -> None:
+    """Console entry point: a DyBenchError becomes one red line and exit code 2, no traceback."""
+    try:
+        app()
+    except DyBenchError as exc:
+        fail(str(exc))
+
+
+__all__ = ["app", "main", "console"]

@@ -1,0 +1,122 @@
+"""Datasets: read a built folder's `manifest.jsonl` safely, and resolve a `--data` spec.
+
+A manifest is data from outside, so every row is validated (pydantic) and every video path must
+stay inside the dataset folder; the first bad row stops everything with its line number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import ValidationError
+
+from dybench.errors import DyBenchError
+from dybench.schema import Item
+
+MANIFEST = "manifest.jsonl"
+Family = Literal["synthetic", "dybench", "timeblind"]
+
+
+@dataclass
+class Dataset:
+    """Items plus where their videos live. `family` picks the prompt template and the metrics."""
+
+    name: str
+    family: Family
+    root: Path
+    items: list[Item]
+    fingerprint: str
+    notes: list[str] = field(default_factory=list)
+
+    def video_path(self, item: Item) -> Path:
+        return safe_join(self.root, item.video)
+
+
+def safe_join(root: Path, relative: str) -> Path:
+    """`root / relative`, refusing absolute paths and anything that escapes `root`."""
+    candidate = Path(relative)
+    if candidate.is_absolute():
+        raise DyBenchError(f"video path {relative!r} is absolute; paths must be relative to the dataset folder")
+    resolved = (root / candidate).resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        raise DyBenchError(f"video path {relative!r} leaves the dataset folder {root}")
+    return resolved
+
+
+def pydantic_message(exc: ValidationError) -> str:
+    """The first validation problem as 'field x: message'."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "row"
+    return f"field {where}: {first['msg']}"
+
+
+def read_manifest(path: Path) -> list[Item]:
+    """Parse and validate every row; raise naming the file and line of the first bad one."""
+    if not path.is_file():
+        raise DyBenchError(f"{path}: manifest not found (build one with `dybench build-pairs --out DIR`)")
+    items: list[Item] = []
+    seen: set[str] = set()
+    root = path.parent
+    with path.open() as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DyBenchError(f"{where}: not valid JSON ({exc.msg}); fix or delete the line") from None
+            try:
+                item = Item.model_validate(row)
+            except ValidationError as exc:
+                raise DyBenchError(f"{where}: {pydantic_message(exc)}") from None
+            if item.id in seen:
+                raise DyBenchError(f"{where}: duplicate item id {item.id!r}")
+            try:
+                safe_join(root, item.video)
+            except DyBenchError as exc:
+                raise DyBenchError(f"{where}: {exc}") from None
+            seen.add(item.id)
+            items.append(item)
+    if not items:
+        raise DyBenchError(f"{path}: manifest has no items")
+    return items
+
+
+def file_fingerprint(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def load_built(folder: Path) -> Dataset:
+    """A folder written by `dybench build-pairs` (manifest.jsonl + videos/)."""
+    manifest = folder / MANIFEST
+    return Dataset(
+        name=folder.resolve().name,
+        family="synthetic",
+        root=folder.resolve(),
+        items=read_manifest(manifest),
+        fingerprint=file_fingerprint(manifest),
+    )
+
+
+def load_data(spec: str) -> Dataset:
+    """Resolve a `--data` spec: a built folder, `dybench:PATH` (official release) or `timeblind:FILE`."""
+    if spec.startswith("timeblind:"):
+        from dybench.timeblind import load_timeblind
+
+        return load_timeblind(Path(spec.removeprefix("timeblind:")))
+    if spec.startswith("dybench:"):
+        from dybench.official import load_official
+
+        return load_official(Path(spec.removeprefix("dybench:")))
+    folder = Path(spec)
+    if not folder.is_dir():
+        raise DyBenchError(
+            f"{spec}: no such dataset folder (expected a folder from `dybench build-pairs`, "
+            "or dybench:PATH, or timeblind:PATH/data.jsonl)"
+        )
+    return load_built(folder)
