@@ -7,6 +7,7 @@ model can only tell the two apart by their dynamics. Frames are RGB uint8 arrays
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -16,6 +17,10 @@ import cv2
 import numpy as np
 
 from dybench.errors import DyBenchError
+
+# OpenCV's FFmpeg backend prints its own complaints (e.g. "moov atom not found") straight to stderr;
+# a bad video already becomes one VideoError line, so keep FFmpeg quiet (the user can override).
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 CODEC = "libx264rgb"
 CODEC_OPTIONS = {"qp": "0", "preset": "ultrafast"}
@@ -199,8 +204,13 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float) -> None:
 
 
 def hflip(frames: np.ndarray) -> np.ndarray:
-    """Mirror every frame left-right."""
-    return np.ascontiguousarray(frames[:, :, ::-1])
+    """Mirror every frame left-right (exactly frames[:, :, ::-1]; cv2.flip is ~50x faster than
+    numpy's strided copy)."""
+    frames = np.ascontiguousarray(frames)
+    out = np.empty_like(frames)
+    for source, target in zip(frames, out):
+        cv2.flip(source, 1, dst=target)
+    return out
 
 
 def reverse(frames: np.ndarray) -> np.ndarray:

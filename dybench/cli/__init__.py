@@ -5,8 +5,15 @@ from __future__ import annotations
 
 import typer
 
+from dybench.cli.build import build_pairs_command
 from dybench.cli.common import console, fail
+from dybench.cli.eval import eval_command, merge_command
+from dybench.cli.models import list_models_command
+from dybench.cli.demo import demo_command
+from dybench.cli.leaderboard import leaderboard_app
+from dybench.cli.score import score_command
 from dybench.cli.tasks import list_tasks
+from dybench.cli.train import train_command
 from dybench.errors import DyBenchError
 
 app = typer.Typer(
@@ -24,6 +31,14 @@ def _root() -> None:
 
 
 app.command("tasks")(list_tasks)
+app.command("build-pairs")(build_pairs_command)
+app.command("eval")(eval_command)
+app.command("merge")(merge_command)
+app.command("models")(list_models_command)
+app.command("train-crpo")(train_command)
+app.command("score")(score_command)
+app.add_typer(leaderboard_app, name="leaderboard")
+app.command("demo")(demo_command)
 
 
 def main() -> None:

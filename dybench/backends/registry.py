@@ -1,0 +1,271 @@
+"""Which model a name means, where its weights are, and which backend runs it.
+
+A `--model` value is one of:
+- an alias from `MODELS` (`qwen3-vl-8b`, `tiny-random-qwen3-vl`, `baseline:motion`, ...);
+- a local checkpoint folder (anything that exists on disk);
+- a hub id `org/name`, looked up in the local Hugging Face cache only.
+
+Weights are never downloaded: machines that run benchmarks are often offline, and a download
+that hangs for an hour is worse than an error that says how to provide the weights.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dybench.backends.base import Backend
+from dybench.errors import DyBenchError
+
+BackendName = Literal["vllm", "openai", "hf", "baseline"]
+BACKENDS: tuple[str, ...] = ("vllm", "openai", "hf", "baseline")
+Family = Literal["qwen3_vl", "qwen2_5_vl", "baseline", "other"]
+
+TINY_ALIAS = "tiny-random-qwen3-vl"
+NOISE_WARNING = f"{TINY_ALIAS} has random weights: its answers are noise (for smoke tests and demos only)"
+
+
+class ModelSpec(BaseModel):
+    """A model and how to query it as its authors intend (frames, pixel budget, template quirks)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str = Field(description="the alias, path or hub id the user gave")
+    hub_id: str | None = Field(default=None, description="Hugging Face repo id, looked up in the local cache")
+    path: str | None = Field(default=None, description="local checkpoint folder (instead of a hub id)")
+    family: Family = "other"
+    default_backend: BackendName = "vllm"
+    # Video defaults. Either `num_frames` (uniform) or `fps` (+ `max_frames` cap).
+    num_frames: int | None = None
+    fps: float | None = None
+    max_frames: int | None = None
+    min_pixels: int | None = Field(default=None, description="pixel budget floor per frame")
+    max_pixels: int | None = Field(default=None, description="pixel budget ceiling per frame")
+    max_model_len: int | None = None
+    # Chat-template quirks.
+    system_prompt: str | None = Field(default=None, description="system message to send, if the model expects one")
+    video_first: bool = Field(default=True, description="video before the question in the user turn")
+    outputs_are_noise: bool = False
+    builder: str | None = Field(default=None, description="offline builder that creates the weights")
+    notes: str = ""
+
+
+# Qwen's published video settings (qwen-vl-utils): 2 fps, 128..768 visual tokens per frame, where
+# a visual token covers 32 x 32 pixels (Qwen3-VL: patch 16, merge 2) or 28 x 28 (Qwen2.5-VL: 14, 2).
+_QWEN3 = dict(family="qwen3_vl", fps=2.0, max_frames=64, min_pixels=128 * 32 * 32, max_pixels=768 * 32 * 32,
+              max_model_len=32768)
+_QWEN25 = dict(family="qwen2_5_vl", fps=2.0, max_frames=64, min_pixels=128 * 28 * 28, max_pixels=768 * 28 * 28,
+               max_model_len=32768)
+
+# The tiny test model (and checkpoints trained from it): small frames kept at their size.
+_TINY = dict(family="qwen3_vl", default_backend="hf", num_frames=8, min_pixels=32 * 32, max_pixels=128 * 128,
+             max_model_len=2048)
+
+MODELS: dict[str, ModelSpec] = {
+    **{
+        f"qwen3-vl-{size.lower()}": ModelSpec(name=f"qwen3-vl-{size.lower()}", hub_id=f"Qwen/Qwen3-VL-{size}-Instruct",
+                                              notes="Qwen3-VL Instruct; frame timestamps come from the metadata",
+                                              **_QWEN3)
+        for size in ("2B", "4B", "8B", "32B")
+    },
+    **{
+        f"qwen2.5-vl-{size.lower()}": ModelSpec(name=f"qwen2.5-vl-{size.lower()}",
+                                                hub_id=f"Qwen/Qwen2.5-VL-{size}-Instruct",
+                                                notes="Qwen2.5-VL Instruct; its chat template adds the default system prompt",
+                                                **_QWEN25)
+        for size in ("3B", "7B", "72B")
+    },
+    TINY_ALIAS: ModelSpec(
+        name=TINY_ALIAS, builder=TINY_ALIAS, outputs_are_noise=True,
+        notes="random weights built offline (dybench.testing); outputs are noise", **_TINY,
+    ),
+    **{
+        f"baseline:{kind}": ModelSpec(name=f"baseline:{kind}", family="baseline", default_backend="baseline",
+                                      num_frames=16, notes=note)
+        for kind, note in (
+            ("random", "uniform random option (seeded): the chance floor"),
+            ("constant", "always option A: the fixed-answer shortcut (P-Acc 0 on pairs)"),
+            ("motion", "pixel-level solver for synthetic clips: the sanity ceiling"),
+        )
+    },
+}
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_FAMILY_BY_MODEL_TYPE = {"qwen3_vl": _QWEN3, "qwen3_vl_moe": _QWEN3, "qwen2_5_vl": _QWEN25}
+
+
+def list_models() -> list[ModelSpec]:
+    """The built-in aliases, in a stable order."""
+    return list(MODELS.values())
+
+
+def _family_defaults_for_name(name: str) -> dict[str, Any]:
+    lowered = name.lower()
+    if "qwen3-vl" in lowered or "qwen3_vl" in lowered:
+        return dict(_QWEN3)
+    if "qwen2.5-vl" in lowered or "qwen2_5_vl" in lowered:
+        return dict(_QWEN25)
+    return {"family": "other", "num_frames": 16}
+
+
+def _family_defaults_for_folder(folder: Path) -> dict[str, Any]:
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        config = {}
+    if config.get("dybench_tiny_model"):
+        return dict(_TINY)
+    model_type = config.get("model_type")
+    defaults = _FAMILY_BY_MODEL_TYPE.get(model_type)
+    return dict(defaults) if defaults else _family_defaults_for_name(folder.name)
+
+
+def resolve_model(name: str) -> ModelSpec:
+    """The spec for an alias, a local checkpoint folder or an `org/name` hub id."""
+    name = name.strip()
+    if name in MODELS:
+        return MODELS[name]
+    if name.lower() in MODELS:
+        return MODELS[name.lower()]
+    if name.startswith("baseline:"):
+        kinds = ", ".join(n for n in MODELS if n.startswith("baseline:"))
+        raise DyBenchError(f"unknown baseline {name!r}: choose one of {kinds}")
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        folder = folder.resolve()
+        if not (folder / "config.json").is_file():
+            raise DyBenchError(f"{folder}: not a model checkpoint (no config.json in the folder)")
+        return ModelSpec(name=name, path=str(folder), **_family_defaults_for_folder(folder))
+    if _HUB_ID.match(name):
+        return ModelSpec(name=name, hub_id=name, **_family_defaults_for_name(name))
+    if "/" in name or os.sep in name or name.startswith((".", "~")):
+        raise DyBenchError(f"model {name!r}: no such folder")
+    raise DyBenchError(
+        f"unknown model {name!r}: not an alias (see `dybench models`), an existing checkpoint folder, "
+        "or an org/name hub id"
+    )
+
+
+def hub_cache_dir() -> Path:
+    """The Hugging Face hub cache as the environment sets it now (HF_HUB_CACHE, HF_HOME, default)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "huggingface" / "hub"
+
+
+def _has_weights(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and any(
+        next(folder.glob(pattern), None) is not None for pattern in ("*.safetensors", "*.bin", "*.pt")
+    )
+
+
+def _missing_weights_error(spec: ModelSpec, cache: Path) -> DyBenchError:
+    offline = os.environ.get("HF_HUB_OFFLINE", "")
+    return DyBenchError(
+        f"weights for {spec.name} ({spec.hub_id}) are not available locally: looked for a folder {spec.name!r} and in "
+        f"the Hugging Face cache "
+        f"{cache}{' (HF_HUB_OFFLINE=' + offline + ')' if offline else ''} and nothing is downloaded. To fix: on a "
+        f"machine with internet run `huggingface-cli download {spec.hub_id} --local-dir {spec.hub_id.split('/')[-1]}`, "
+        f"copy that folder here and pass --model PATH; or set HF_HOME to a folder whose hub/ cache holds it"
+    )
+
+
+def locate_weights(spec: ModelSpec) -> Path:
+    """The local folder holding the spec's weights (built on first use for the tiny test model).
+
+    Only local places are searched: `spec.path`, then the local hub cache. No network access is
+    attempted whatever HF_HUB_OFFLINE says, so this never hangs.
+    """
+    if spec.builder == TINY_ALIAS:
+        from dybench.testing import ensure_tiny_qwen3_vl
+
+        return ensure_tiny_qwen3_vl()
+    if spec.family == "baseline":
+        raise DyBenchError(f"{spec.name} is a baseline: it has no weights")
+    if spec.path is not None:
+        folder = Path(spec.path)
+        if not folder.is_dir():
+            raise DyBenchError(f"{folder}: model folder not found")
+        if not _has_weights(folder):
+            raise DyBenchError(f"{folder}: no config.json and weight files (*.safetensors) in the model folder")
+        return folder
+    assert spec.hub_id is not None
+    cache = hub_cache_dir()
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(spec.hub_id, cache_dir=cache, local_files_only=True))
+    except Exception:  # LocalEntryNotFoundError, a broken cache entry, a malformed id: all "not here"
+        raise _missing_weights_error(spec, cache) from None
+    if not _has_weights(folder):
+        raise _missing_weights_error(spec, cache)
+    return folder
+
+
+def _require_package(module: str, backend: str, how: str) -> None:
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken or blocked install
+        found = False
+    if not found:
+        raise DyBenchError(f"backend {backend} needs the {module!r} package, which is not installed: {how}")
+
+
+def _check_options(backend: str, cls: type, options: dict[str, Any]) -> None:
+    """An option the backend does not take is a user error (e.g. --device with vllm), not a TypeError."""
+    accepted = [name for name in inspect.signature(cls.__init__).parameters if name not in ("self", "spec", "weights")]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise DyBenchError(f"backend {backend} does not take the option(s) {', '.join(unknown)} "
+                           f"(it takes: {', '.join(accepted)})")
+
+
+def create_backend(spec: ModelSpec, backend: str | None = None, **options: Any) -> Backend:
+    """Start the backend that runs `spec` (default: the spec's own). `options` are backend settings
+    (dtype, device, tensor_parallel_size, base_url, ...); one that does not apply is an error."""
+    backend = backend or spec.default_backend
+    if backend not in BACKENDS:
+        raise DyBenchError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if (backend == "baseline") != (spec.family == "baseline"):
+        if backend == "baseline":
+            raise DyBenchError(f"backend baseline runs only baseline:random|constant|motion, not {spec.name}")
+        raise DyBenchError(f"{spec.name} is a reference baseline: it runs only with --backend baseline")
+    engine = _start_backend(spec, backend, options)
+    if spec.outputs_are_noise:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[yellow]warning:[/] {NOISE_WARNING}", highlight=False)
+    return engine
+
+
+def _start_backend(spec: ModelSpec, backend: str, options: dict[str, Any]) -> Backend:
+    if backend == "baseline":
+        from dybench.backends.baselines import create_baseline
+
+        return create_baseline(spec.name, **options)
+    if backend == "hf":
+        _require_package("transformers", "hf", "pip install transformers")
+        from dybench.backends.hf import HFBackend
+
+        _check_options(backend, HFBackend, options)
+        return HFBackend(spec, locate_weights(spec), **options)
+    if backend == "vllm":
+        _require_package("vllm", "vllm", "pip install 'dybench[vllm]' on a GPU machine, or scripts/install.sh for the CPU build")
+        from dybench.backends.vllm import VLLMBackend
+
+        _check_options(backend, VLLMBackend, options)
+        return VLLMBackend(spec, locate_weights(spec), **options)
+    from dybench.backends.openai import OpenAIBackend
+
+    _check_options(backend, OpenAIBackend, options)
+    return OpenAIBackend(spec, **options)

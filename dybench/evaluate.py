@@ -1,0 +1,373 @@
+"""The eval loop: items -> sampled clips -> prompts -> backend -> extracted answers -> store -> scores.
+
+Order matters for the user: the dataset is validated and the model resolved (its backend created)
+before a single clip is decoded, so a bad manifest row, an unknown model, a missing package or an
+unreachable server fails in seconds. Then batches flow through a small thread pool that decodes
+the next batch while the backend answers the current one. Each finished batch is appended to
+`predictions.jsonl` before the next starts, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from dybench.backends.base import Backend, Request, Response, Sampling
+from dybench.data import Dataset, load_data
+from dybench.errors import DyBenchError
+from dybench.prompts import PromptTemplate, extract_for_item, render_prompt, template_for
+from dybench.schema import Item, Prediction
+from dybench.store import (
+    RUN_JSON,
+    SCORES,
+    DatasetRef,
+    PredictionStore,
+    RunConfig,
+    ShardSpec,
+    VideoSettings,
+    check_resumable,
+    current_command,
+    open_run,
+    package_versions,
+    parse_shard,
+    read_predictions,
+    shard_items,
+    write_json_atomic,
+)
+from dybench.video import SampledClip, load_clip
+
+DEFAULT_BATCH_SIZES = {"vllm": 32, "openai": 32, "hf": 4, "baseline": 16}
+"""Items per backend call when --batch-size is not given: large enough for vLLM to schedule and an
+OpenAI server to run concurrently, small enough that decoded frames fit in memory and an
+interruption loses little."""
+DEFAULT_NUM_FRAMES = 16
+"""Frames sampled when neither the model's defaults nor the command line say how many."""
+
+PREFETCH_BATCHES = 2
+"""Batches decoded ahead of the one the backend is answering."""
+
+TEST_SLEEP_ENV = "DYBENCH_TEST_SLEEP_AFTER_BATCH"
+"""Test hook: seconds to sleep after each stored batch, so a test can kill a run halfway."""
+
+
+class EvalInterrupted(DyBenchError):
+    """Ctrl-C during a run: the message says how much is saved and how to resume."""
+
+
+@dataclass
+class DecodedItem:
+    item: Item
+    clip: SampledClip | None
+    error: str | None
+    video_path: Path | None
+
+
+def _field(spec: Any, name: str) -> Any:
+    return getattr(spec, name, None)
+
+
+def video_settings(spec: Any, num_frames: int | None, fps: float | None, max_frames: int | None,
+                   min_pixels: int | None, max_pixels: int | None) -> VideoSettings:
+    """The model's video defaults, overridden by whatever the command line set. Asking for
+    `--num-frames` drops the model's fps default and vice versa (they are alternatives)."""
+    settings = VideoSettings(
+        num_frames=_field(spec, "num_frames"),
+        fps=_field(spec, "fps"),
+        max_frames=_field(spec, "max_frames"),
+        min_pixels=_field(spec, "min_pixels"),
+        max_pixels=_field(spec, "max_pixels"),
+    )
+    if num_frames is not None:
+        settings.num_frames, settings.fps = num_frames, None
+    if fps is not None:
+        settings.fps, settings.num_frames = fps, None
+    for name, value in (("max_frames", max_frames), ("min_pixels", min_pixels), ("max_pixels", max_pixels)):
+        if value is not None:
+            setattr(settings, name, value)
+    if settings.num_frames is None and settings.fps is None:
+        settings.num_frames = DEFAULT_NUM_FRAMES
+    return settings
+
+
+def _spec_with(spec: Any, settings: VideoSettings) -> Any:
+    """The model spec carrying the effective video settings, so the backend (pixel limits,
+    processor metadata) sees exactly what the run records."""
+    updates = {k: v for k, v in settings.model_dump().items() if hasattr(spec, k)}
+    if hasattr(spec, "model_copy"):
+        return spec.model_copy(update=updates)
+    if dataclasses.is_dataclass(spec):
+        return dataclasses.replace(spec, **updates)
+    return spec
+
+
+def select_items(items: list[Item], shard: ShardSpec | None, limit: int | None) -> list[Item]:
+    """The items this command evaluates: its shard, then the first `limit` items, rounded up to
+    finish the last pair (a half pair cannot be scored)."""
+    chosen = shard_items(items, shard)
+    if limit is None or limit >= len(chosen):
+        return chosen
+    if limit <= 0:
+        raise DyBenchError("--limit must be positive")
+    pairs = {item.pair_id for item in chosen[:limit]}
+    return [item for item in chosen if item.pair_id in pairs]
+
+
+def frame_range(item: Item) -> tuple[int, int] | None:
+    """Frames [start, end) of the video file that belong to the item (`meta.frame_range`), if any."""
+    value = item.meta.get("frame_range")
+    if value is None:
+        return None
+    start, end = value
+    return int(start), int(end)
+
+
+def decode_item(dataset: Dataset, item: Item, settings: VideoSettings) -> DecodedItem:
+    """Decode and sample one clip; a missing or undecodable video becomes an error, not a crash."""
+    path = None
+    try:
+        path = dataset.video_path(item)
+        clip = load_clip(
+            path,
+            num_frames=settings.num_frames,
+            sample_fps=settings.fps,
+            max_frames=settings.max_frames,
+            frame_range=frame_range(item),
+        )
+        return DecodedItem(item, clip, None, path)
+    except DyBenchError as exc:
+        return DecodedItem(item, None, f"video: {exc}", path)
+    except Exception as exc:  # a decoder failing on a strange file must not end the run
+        return DecodedItem(item, None, f"video: {type(exc).__name__}: {exc}", path)
+
+
+class RateColumn(ProgressColumn):
+    """Items per second (the figure that matters for a benchmark run)."""
+
+    def render(self, task: Any) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.2f} items/s" if speed else "- items/s", style="progress.data.speed")
+
+
+def make_progress(console: Console, enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not enabled,
+    )
+
+
+def predictions_for(
+    decoded: list[DecodedItem],
+    responses: dict[str, Response],
+    store: PredictionStore,
+    template: PromptTemplate,
+) -> list[Prediction]:
+    rows = []
+    for entry in decoded:
+        item = entry.item
+        if entry.error is not None:
+            rows.append(Prediction(id=item.id, key=store.key(item.id), error=entry.error))
+            continue
+        response = responses[item.id]
+        pred = None if response.error else extract_for_item(response.text, item, template)
+        rows.append(
+            Prediction(
+                id=item.id,
+                key=store.key(item.id),
+                output=response.text,
+                pred=pred,
+                error=response.error,
+                latency_s=None if response.latency_s is None else round(response.latency_s, 4),
+                **({"extra": response.extra} if response.extra else {}),
+            )
+        )
+    return rows
+
+
+def answer_batch(backend: Backend, decoded: list[DecodedItem], template: PromptTemplate,
+                 sampling: Sampling) -> dict[str, Response]:
+    requests = [
+        Request(item=d.item, prompt=render_prompt(d.item, template), clip=d.clip, video_path=d.video_path)
+        for d in decoded
+        if d.clip is not None
+    ]
+    if not requests:
+        return {}
+    responses = backend.generate(requests, sampling)
+    if len(responses) != len(requests):
+        raise DyBenchError(f"backend {backend.name} returned {len(responses)} answers for {len(requests)} requests")
+    return {request.item.id: response for request, response in zip(requests, responses)}
+
+
+def absolute_spec(data: str) -> str:
+    """The --data value with its path made absolute, so run.json works from any directory."""
+    for prefix in ("timeblind:", "dybench:"):
+        if data.startswith(prefix):
+            return prefix + str(Path(data.removeprefix(prefix)).resolve())
+    return str(Path(data).resolve())
+
+
+def score(dataset: Dataset, predictions: dict[str, Prediction]) -> dict[str, Any]:
+    from dybench.metrics import score_predictions
+
+    rows = [predictions[item.id] for item in dataset.items if item.id in predictions]
+    return score_predictions(dataset, rows)
+
+
+def run_eval(
+    model: str,
+    data: str,
+    out: str | Path,
+    backend: str | None = None,
+    limit: int | None = None,
+    batch_size: int | None = None,
+    shard: str | ShardSpec | None = None,
+    num_frames: int | None = None,
+    fps: float | None = None,
+    max_frames: int | None = None,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+    sampling: Sampling | None = None,
+    backend_options: dict[str, Any] | None = None,
+    decode_workers: int = 2,
+    progress: bool = True,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Evaluate `model` on `data`, storing answers in `out`; returns the scores (also in scores.json).
+
+    Rerunning with the same arguments resumes: finished items are skipped. Different settings in
+    an existing `out` are refused (use a new directory).
+    """
+    from dybench.backends.registry import create_backend, resolve_model
+
+    console = console or Console(stderr=True)
+    if batch_size is not None and batch_size <= 0:
+        raise DyBenchError("--batch-size must be positive")
+    shard_spec = parse_shard(shard) if isinstance(shard, str) else shard
+    sampling = sampling or Sampling()
+    run_dir = Path(out)
+
+    dataset = load_data(data)  # validates every row (and every video path) before any work
+    selected = select_items(dataset.items, shard_spec, limit)
+    template = template_for(dataset.family)
+    for item in selected:
+        render_prompt(item, template)  # a row the template cannot render stops the run now
+
+    spec = resolve_model(model)
+    settings = video_settings(spec, num_frames, fps, max_frames, min_pixels, max_pixels)
+    config = RunConfig(
+        model=model,
+        backend=backend or spec.default_backend,
+        video=settings,
+        prompt=template,
+        sampling=dataclasses.asdict(sampling),
+        dataset=DatasetRef(spec=absolute_spec(data), name=dataset.name, family=dataset.family, n_items=len(dataset.items)),
+        dataset_fingerprint=dataset.fingerprint,
+        shard=shard_spec,
+        versions=package_versions(),
+        command=current_command(),
+    )
+    if (run_dir / RUN_JSON).is_file():  # a conflicting run directory fails before the backend starts
+        check_resumable(run_dir, config, ignore=("backend", "backend_settings"))
+    engine = create_backend(_spec_with(spec, settings), backend, **(backend_options or {}))
+    try:
+        config = config.model_copy(update={"backend": engine.name, "backend_settings": engine.describe()})
+        store = open_run(run_dir, config)
+        batch_size = batch_size or DEFAULT_BATCH_SIZES.get(config.backend.split(":")[0], 8)
+        finished = store.load()
+        todo = [item for item in selected if item.id not in finished]
+        if finished and progress:
+            console.print(f"resuming {run_dir}: {len(selected) - len(todo)} of {len(selected)} items already done")
+        _run_batches(dataset, todo, len(selected), engine, store, template, settings, sampling,
+                     batch_size, decode_workers, progress, console)
+    finally:
+        engine.close()
+
+    predictions = store.load()
+    scored = dataclasses.replace(dataset, items=selected)
+    scores = score(scored, predictions)
+    write_json_atomic(run_dir / SCORES, scores)
+    return scores
+
+
+def _run_batches(dataset: Dataset, todo: list[Item], total: int, engine: Backend, store: PredictionStore,
+                 template: PromptTemplate, settings: VideoSettings, sampling: Sampling, batch_size: int,
+                 decode_workers: int, progress: bool, console: Console) -> None:
+    batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+    sleep_s = float(os.environ.get(TEST_SLEEP_ENV, "0") or 0)
+    done = total - len(todo)
+    with ThreadPoolExecutor(max_workers=max(1, decode_workers), thread_name_prefix="decode") as pool, \
+            store.appender() as appender, make_progress(console, progress) as bar:
+        task = bar.add_task("eval", total=total, completed=done)
+
+        def submit(batch: list[Item]) -> list[Future[DecodedItem]]:
+            return [pool.submit(decode_item, dataset, item, settings) for item in batch]
+
+        # Decoding runs PREFETCH_BATCHES ahead of the backend, so neither waits for the other.
+        pending = deque(submit(batch) for batch in batches[:PREFETCH_BATCHES])
+        try:
+            for number, batch in enumerate(batches):
+                decoded = [future.result() for future in pending.popleft()]
+                if number + PREFETCH_BATCHES < len(batches):
+                    pending.append(submit(batches[number + PREFETCH_BATCHES]))
+                responses = answer_batch(engine, decoded, template, sampling)
+                appender.append(predictions_for(decoded, responses, store, template))
+                done += len(batch)
+                bar.update(task, completed=done)
+                if sleep_s:
+                    time.sleep(sleep_s)
+        except KeyboardInterrupt:
+            _cancel(pending)
+            raise EvalInterrupted(
+                f"interrupted: {done} of {total} items are saved in {store.path}; rerun the same command to resume"
+            ) from None
+        except DyBenchError as exc:  # e.g. the server went away mid-run: say that the work so far is kept
+            _cancel(pending)
+            raise DyBenchError(f"{exc} ({done} of {total} items are saved; rerun the same command to resume)") from None
+
+
+def _cancel(pending: deque[list[Future[DecodedItem]]]) -> None:
+    for futures in pending:
+        for future in futures:
+            future.cancel()
+
+
+def score_run(run_dir: Path) -> tuple[dict[str, Any], int]:
+    """Score a finished run directory (e.g. after `merge`) against its dataset; returns the scores
+    and how many items of the dataset have no prediction (they count as wrong)."""
+    config, predictions = read_predictions(run_dir)
+    dataset = load_data(config.dataset.spec)
+    if dataset.fingerprint != config.dataset_fingerprint:
+        raise DyBenchError(
+            f"{config.dataset.spec}: the dataset changed since {run_dir} was run "
+            f"(fingerprint {dataset.fingerprint}, run used {config.dataset_fingerprint})"
+        )
+    items = shard_items(dataset.items, config.shard)
+    missing = sum(1 for item in items if item.id not in predictions)
+    scores = score(dataclasses.replace(dataset, items=items), predictions)
+    write_json_atomic(run_dir / SCORES, scores)
+    return scores, missing

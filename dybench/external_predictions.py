@@ -1,0 +1,122 @@
+"""Score predictions made elsewhere: our `predictions.jsonl` rows, or TimeBlind's own JSON list.
+
+Formats, told apart by their rows:
+- ours: one JSON object per line (or a JSON list) with `id` and `output` and/or `pred`;
+- TimeBlind's: a JSON list (or JSONL) of objects with `index` and `model_output`. Its rows go
+  to the TimeBlind block unchanged, so the numbers equal the reference scorer's.
+
+The output folder gets `scores.json` (atomic) carrying the model name, the predictions file's
+digest and its date, so `dybench leaderboard publish` can list it beside measured runs.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from dybench.data import Dataset, load_data, pydantic_message
+from dybench.errors import DyBenchError
+from dybench.schema import Prediction
+from dybench.store import SCORES, write_json_atomic
+
+
+def _rows(path: Path) -> list[tuple[str, Any]]:
+    """(where, row) pairs from a JSON list or a JSONL file."""
+    if not path.is_file():
+        raise DyBenchError(f"{path}: predictions file not found")
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DyBenchError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+        return [(f"{path} item {i}", row) for i, row in enumerate(data)]
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append((f"{path}:{number}", json.loads(line)))
+        except json.JSONDecodeError as exc:
+            raise DyBenchError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+    return rows
+
+
+def is_timeblind_format(rows: list[tuple[str, Any]]) -> bool:
+    return bool(rows) and all(isinstance(row, dict) and "model_output" in row for _, row in rows)
+
+
+def timeblind_predictions(dataset: Dataset, rows: list[dict[str, Any]]) -> dict[str, Prediction]:
+    """TimeBlind rows as our Predictions (by item id) for the per-item numbers; a later row with
+    the same index replaces an earlier one, as in the reference."""
+    by_index = {item.meta["index"]: item for item in dataset.items}
+    predictions: dict[str, Prediction] = {}
+    for row in rows:
+        item = by_index.get(row.get("index")) if isinstance(row.get("index"), int) else None
+        if item is None:
+            continue
+        output = row.get("model_output")
+        predictions[item.id] = Prediction(
+            id=item.id, key=f"external/{item.id}", output=output if isinstance(output, str) else None
+        )
+    return predictions
+
+
+def our_predictions(rows: list[tuple[str, Any]]) -> dict[str, Prediction]:
+    predictions: dict[str, Prediction] = {}
+    for where, row in rows:
+        if not isinstance(row, dict):
+            raise DyBenchError(f"{where}: expected a JSON object with id and output or pred")
+        row = {"key": f"external/{row.get('id')}", **row}
+        try:
+            prediction = Prediction.model_validate(row)
+        except ValidationError as exc:
+            raise DyBenchError(f"{where}: {pydantic_message(exc)}") from None
+        if "output" not in row and "pred" not in row:
+            raise DyBenchError(f"{where}: a prediction needs an output (raw text) or a pred (letter)")
+        predictions.setdefault(prediction.id, prediction)
+    return predictions
+
+
+def file_date(path: Path) -> str:
+    """The file's modification date (UTC): stable for the same file, unlike the clock."""
+    stamp = _dt.datetime.fromtimestamp(path.stat().st_mtime, tz=_dt.timezone.utc)
+    return stamp.date().isoformat()
+
+
+def score_prediction_file(data: str, predictions_path: Path, out: Path, model: str | None = None) -> dict[str, Any]:
+    """Score `predictions_path` against `--data` and write `out/scores.json`; return the scores."""
+    from dybench.metrics import score_predictions
+
+    dataset = load_data(data)
+    rows = _rows(predictions_path)
+    if not rows:
+        raise DyBenchError(f"{predictions_path}: no predictions")
+    if is_timeblind_format(rows):
+        if dataset.family != "timeblind":
+            raise DyBenchError(
+                f"{predictions_path}: rows in TimeBlind's format (index, model_output) need --data timeblind:PATH/data.jsonl"
+            )
+        raw = [row for _, row in rows]
+        scores = score_predictions(dataset, timeblind_predictions(dataset, raw), timeblind_rows=raw)
+        prediction_format = "timeblind"
+    else:
+        scores = score_predictions(dataset, our_predictions(rows))
+        prediction_format = "dybench"
+    digest = hashlib.sha256(predictions_path.read_bytes()).hexdigest()[:16]
+    scores["source"] = {
+        "model": model or predictions_path.stem,
+        "predictions": predictions_path.name,
+        "predictions_sha256": digest,
+        "format": prediction_format,
+        "data": data,
+        "date": file_date(predictions_path),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / SCORES, scores)
+    return scores

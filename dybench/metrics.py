@@ -1,0 +1,261 @@
+"""Scores of one run: Acc, P-Acc (overall, per category, per task), TimeBlind's four metrics,
+bootstrap intervals and the diagnostics that expose shortcuts.
+
+Definitions (rates are fractions in [0, 1]):
+
+- an item is right when its prediction's letter equals the answer; a missing prediction, an
+  error or an invalid answer is wrong, and is counted (`n_missing`, `n_invalid`), never dropped;
+- Acc = right items / all items of the dataset;
+- a *contrast pair* is a pair_id whose items have different correct answers (every DyBench and
+  TimeBlind pair); P-Acc = contrast pairs with every item right / contrast pairs. A model that
+  always gives the same answer therefore scores exactly 0. Pairs whose items share the answer
+  (static control questions) are reported apart (`control`); an item alone under its pair_id
+  (`n_unpaired_items`) counts for Acc only;
+- answer-change rate: over contrast pairs where every item got a valid answer, the share where the
+  model's answers differ (its complement, `same_answer_rate`, is the shortcut signal);
+- intervals: 95% percentile bootstrap, resampling pairs (items of a pair move together), seeded,
+  so the same predictions always give the same interval.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dybench import __version__
+from dybench.data import Dataset
+from dybench.schema import Item, Prediction, letter_index
+
+N_BOOTSTRAP = 1000
+BOOTSTRAP_SEED = 0
+LEVEL = 0.95
+
+
+def _rate(numerator: float, denominator: float) -> float | None:
+    return float(numerator) / float(denominator) if denominator else None
+
+
+def _valid_letter(value: str | None, n_options: int) -> str | None:
+    if not value or len(value) != 1 or not value.isupper():
+        return None
+    try:
+        return value if letter_index(value) < n_options else None
+    except ValueError:
+        return None
+
+
+def _as_mapping(predictions: Mapping[str, Prediction] | Iterable[Prediction]) -> dict[str, Prediction]:
+    if isinstance(predictions, Mapping):
+        return dict(predictions)
+    rows: dict[str, Prediction] = {}
+    for row in predictions:
+        rows.setdefault(row.id, row)  # first answer wins, as in the prediction store
+    return rows
+
+
+def predicted_letter(item: Item, prediction: Prediction, family: str) -> str | None:
+    """The letter a prediction counts as. TimeBlind items are read from the raw output with the
+    reference scorer's extraction, so every TimeBlind number follows one rule; other families use
+    the stored `pred` (extracted during eval), or extract from `output` when a row has no `pred` field."""
+    if family == "timeblind":
+        from dybench.timeblind import UnreadableRow, choice_letter, extract_choice
+
+        try:
+            return choice_letter(extract_choice(prediction.output, item.meta.get("type")))
+        except UnreadableRow:
+            return None
+    if "pred" not in prediction.model_fields_set and prediction.output is not None:
+        from dybench.prompts import extract_for_item, template_for
+
+        return extract_for_item(prediction.output, item, template_for(family))
+    return _valid_letter(prediction.pred, len(item.options))
+
+
+def item_table(dataset: Dataset, predictions: Mapping[str, Prediction]) -> pd.DataFrame:
+    """One row per dataset item: what was asked, what came back, and whether it was right."""
+    records = []
+    for item in dataset.items:
+        prediction = predictions.get(item.id)
+        pred = predicted_letter(item, prediction, dataset.family) if prediction is not None else None
+        records.append(
+            {
+                "id": item.id,
+                "pair_id": item.pair_id,
+                "task": item.task,
+                "category": item.category,
+                "kind": item.kind,
+                "transform": item.transform,
+                "answer": item.answer,
+                "pred": pred,
+                "missing": prediction is None,
+                "error": prediction is not None and prediction.error is not None,
+                "invalid": prediction is not None and pred is None,
+                "correct": pred is not None and pred == item.answer,
+            }
+        )
+    return pd.DataFrame.from_records(
+        records,
+        columns=["id", "pair_id", "task", "category", "kind", "transform", "answer", "pred",
+                 "missing", "error", "invalid", "correct"],
+    )
+
+
+def pair_table(items: pd.DataFrame) -> pd.DataFrame:
+    """One row per pair_id: size, whether answers differ (contrast), all right, same prediction."""
+    if items.empty:
+        return pd.DataFrame(columns=["pair_id", "category", "task", "n", "n_correct", "contrast",
+                                     "all_correct", "answered", "same_answer"])
+    grouped = items.groupby("pair_id", sort=True)
+    pairs = pd.DataFrame(
+        {
+            "category": grouped["category"].first(),
+            "task": grouped["task"].first(),
+            "n": grouped.size(),
+            "n_correct": grouped["correct"].sum(),
+            "contrast": grouped["answer"].nunique() > 1,
+            "all_correct": grouped["correct"].all(),
+            "answered": grouped["pred"].apply(lambda p: bool(p.notna().all())),
+            "same_answer": grouped["pred"].apply(lambda p: bool(p.notna().all() and p.nunique() == 1)),
+        }
+    ).reset_index()
+    return pairs
+
+
+def _stable_seed(seed: int, name: str) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(name.encode())])
+
+
+def bootstrap_interval(values: np.ndarray, weights: np.ndarray | None, name: str,
+                       seed: int = BOOTSTRAP_SEED, n_boot: int = N_BOOTSTRAP) -> list[float] | None:
+    """Percentile interval of sum(values)/sum(weights) over groups resampled with replacement.
+
+    values: per group, the successes (right items of a pair, or 1/0 for a pair); weights: per
+    group, the trials (items of a pair), or None for one trial per group. Seeded per `name`, so
+    every statistic has its own reproducible stream.
+    """
+    n = len(values)
+    if n == 0:
+        return None
+    rng = _stable_seed(seed, name)
+    draws = rng.integers(0, n, size=(n_boot, n))
+    numerators = values[draws].sum(axis=1)
+    denominators = weights[draws].sum(axis=1) if weights is not None else np.full(n_boot, n)
+    stats = numerators / denominators
+    tail = (1 - LEVEL) / 2
+    low, high = np.quantile(stats, [tail, 1 - tail])
+    return [float(low), float(high)]
+
+
+def _group_scores(items: pd.DataFrame, pairs: pd.DataFrame, name: str, seed: int) -> dict[str, Any]:
+    contrast = pairs[pairs["contrast"] & (pairs["n"] > 1)]
+    grouped = pairs[pairs["n"] > 0]
+    return {
+        "acc": _rate(items["correct"].sum(), len(items)),
+        "p_acc": _rate(contrast["all_correct"].sum(), len(contrast)),
+        "n_items": int(len(items)),
+        "n_pairs": int(len(contrast)),
+        "acc_ci": bootstrap_interval(grouped["n_correct"].to_numpy(float), grouped["n"].to_numpy(float),
+                                     f"{name}/acc", seed),
+        "p_acc_ci": bootstrap_interval(contrast["all_correct"].to_numpy(float), None, f"{name}/p_acc", seed),
+    }
+
+
+def _shortcut_diagnostics(items: pd.DataFrame, pairs: pd.DataFrame) -> dict[str, Any]:
+    contrast_answered = pairs[pairs["contrast"] & (pairs["n"] > 1) & pairs["answered"]]
+    same = _rate(contrast_answered["same_answer"].sum(), len(contrast_answered))
+    original = items[items["transform"] == "original"]
+    counterfactual = items[items["transform"] != "original"]
+    return {
+        "same_answer_rate": same,
+        "answer_change_rate": None if same is None else 1.0 - same,
+        "n_pairs_answered": int(len(contrast_answered)),
+        "acc_original": _rate(original["correct"].sum(), len(original)),
+        "acc_counterfactual": _rate(counterfactual["correct"].sum(), len(counterfactual)),
+        "n_original": int(len(original)),
+        "n_counterfactual": int(len(counterfactual)),
+    }
+
+
+def timeblind_block(dataset: Dataset, predictions: Mapping[str, Prediction] | None = None,
+                    rows: list[dict[str, Any]] | None = None, seed: int = BOOTSTRAP_SEED) -> dict[str, Any]:
+    """TimeBlind's Acc / Q-Acc / V-Acc / I-Acc as its reference scorer computes them, from our
+    predictions (by item id) or from rows in TimeBlind's own format ({index, model_output})."""
+    from dybench.timeblind import reference_scores, types_by_row
+
+    if rows is None:
+        rows = []
+        for item in dataset.items:
+            prediction = (predictions or {}).get(item.id)
+            if prediction is not None:
+                rows.append({"index": item.meta["index"], "model_output": prediction.output})
+    types, n_rows = types_by_row(dataset.items)
+    scores = reference_scores(rows, types, n_rows)
+    block = scores.as_dict()
+    scored = {float(result.instance) for result in scores.instances}
+    dataset_instances = {float(item.meta["instance"]) for item in dataset.items}
+    block["n_instances_dataset"] = len(dataset_instances)
+    block["n_instances_without_predictions"] = len(dataset_instances - scored)
+    block["i_acc_ci"] = bootstrap_interval(
+        np.array([float(r.all_right) for r in scores.instances]), None, "timeblind/i_acc", seed
+    )
+    block["note"] = (
+        "reference scorer (Baiqi-Li/TimeBlind utils.py): instances with no prediction rows are "
+        "outside the denominator; an incomplete instance scores all four items wrong"
+    )
+    return block
+
+
+def score_predictions(dataset: Dataset, predictions: Mapping[str, Prediction] | Iterable[Prediction],
+                      seed: int = BOOTSTRAP_SEED, timeblind_rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The content of `scores.json` for `predictions` (by item id, or a list) on `dataset`.
+
+    `timeblind_rows`: TimeBlind-format prediction rows, when that is what was scored, so the
+    TimeBlind block is computed from exactly the rows its reference scorer would see.
+    """
+    by_id = _as_mapping(predictions)
+    items = item_table(dataset, by_id)
+    pairs = pair_table(items)
+    overall = _group_scores(items, pairs, "all", seed)
+    answered = len(items) - int(items["missing"].sum())
+    control = pairs[~pairs["contrast"] & (pairs["n"] > 1)]
+    known = {item.id for item in dataset.items}
+    scores: dict[str, Any] = {
+        "dataset": dataset.name,
+        "family": dataset.family,
+        "dataset_fingerprint": dataset.fingerprint,
+        **overall,
+        "n_missing": int(items["missing"].sum()),
+        "n_invalid": int(items["invalid"].sum()),
+        "n_errors": int(items["error"].sum()),
+        "invalid_rate": _rate(items["invalid"].sum(), answered),
+        "n_unpaired_items": int(pairs.loc[pairs["n"] == 1, "n"].sum()) if not pairs.empty else 0,
+        "n_unknown_predictions": sum(1 for key in by_id if key not in known),
+        "diagnostics": _shortcut_diagnostics(items, pairs),
+        "control": {
+            "n_pairs": int(len(control)),
+            "pair_consistency": _rate(control["all_correct"].sum(), len(control)),
+        },
+        "per_category": {},
+        "per_task": {},
+    }
+    for category in sorted(items["category"].unique()):
+        mask = items["category"] == category
+        block = _group_scores(items[mask], pairs[pairs["category"] == category], f"category/{category}", seed)
+        scores["per_category"][category] = block
+    for task in sorted(items["task"].unique()):
+        mask = items["task"] == task
+        scores["per_task"][task] = _group_scores(items[mask], pairs[pairs["task"] == task], f"task/{task}", seed)
+    missing_ids = items.loc[items["missing"], "id"].tolist()
+    if missing_ids:
+        scores["missing_examples"] = missing_ids[:10]
+    if dataset.family == "timeblind":
+        scores["timeblind"] = timeblind_block(dataset, by_id, timeblind_rows, seed)
+    scores["intervals"] = {"method": "percentile bootstrap over pairs", "level": LEVEL,
+                           "n_boot": N_BOOTSTRAP, "seed": seed}
+    scores["notes"] = list(dataset.notes)
+    scores["dybench_version"] = __version__
+    return scores

@@ -1,0 +1,86 @@
+"""Rich tables of scores and leaderboards, shared by `dybench score`, `leaderboard publish` and the demo."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich import box
+from rich.table import Table
+
+
+def percent(value: Any, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{100 * float(value):.{digits}f}"
+
+
+def interval(ci: Any, digits: int = 1) -> str:
+    if not ci or any(v is None or (isinstance(v, float) and math.isnan(v)) for v in ci):
+        return ""
+    return f"[{percent(ci[0], digits)}, {percent(ci[1], digits)}]"
+
+
+SHORT_NAMES = {"event_sequence": "events", "moving_direction": "direction", "reversible_dynamics": "reversible"}
+
+
+def scores_table(scores: dict[str, Any], title: str) -> Table:
+    """Acc and P-Acc (with 95% intervals) overall and per category, in percent."""
+    table = Table(title=title)
+    for column in ("category", "Acc %", "95% CI", "P-Acc %", "95% CI", "pairs"):
+        table.add_column(column, justify="left" if column == "category" else "right")
+    for name, entry in sorted((scores.get("per_category") or {}).items()):
+        table.add_row(name, percent(entry.get("acc")), interval(entry.get("acc_ci")),
+                      percent(entry.get("p_acc")), interval(entry.get("p_acc_ci")), str(entry.get("n_pairs", "-")))
+    table.add_row("[bold]all", percent(scores.get("acc")), interval(scores.get("acc_ci")),
+                  percent(scores.get("p_acc")), interval(scores.get("p_acc_ci")), str(scores.get("n_pairs", "-")))
+    return table
+
+
+def scores_summary(scores: dict[str, Any]) -> list[str]:
+    """Lines under the table: counts, diagnostics, TimeBlind's metrics, notes."""
+    diagnostics = scores.get("diagnostics") or {}
+    lines = [
+        f"items {scores.get('n_items')}  missing {scores.get('n_missing')}  invalid {percent(scores.get('invalid_rate'))}%"
+        f"  unpaired {scores.get('n_unpaired_items', 0)}",
+        f"same answer on both items of a pair {percent(diagnostics.get('same_answer_rate'))}%"
+        f"  (answer changed {percent(diagnostics.get('answer_change_rate'))}%)"
+        f"  Acc original {percent(diagnostics.get('acc_original'))}%"
+        f" / counterfactual {percent(diagnostics.get('acc_counterfactual'))}%",
+    ]
+    tb = scores.get("timeblind")
+    if tb:
+        lines.append(
+            f"TimeBlind (reference scorer): Acc {percent(tb['acc'], 2)}  Q-Acc {percent(tb['q_acc'], 2)}"
+            f"  V-Acc {percent(tb['v_acc'], 2)}  I-Acc {percent(tb['i_acc'], 2)} {interval(tb.get('i_acc_ci'))}"
+            f"  over {tb['n_instances']} instances ({tb['n_instances_without_predictions']} without predictions"
+            f" left out, {tb['n_incomplete_instances']} incomplete scored wrong)"
+        )
+    lines.extend(f"note: {note}" for note in scores.get("notes") or [])
+    return lines
+
+
+def leaderboard_table(frame: Any, title: str) -> Table:
+    """A leaderboard DataFrame (dybench.leaderboard columns) as a compact rich table, in percent.
+    Columns that hold one value for every row (dataset, source, pairs) move into the caption."""
+    categories = [c.removeprefix("p_acc_") for c in frame.columns
+                  if c.startswith("p_acc_") and not c.endswith(("_lo", "_hi")) and frame[c].notna().any()]
+    varying = [c for c in ("dataset", "source", "n_pairs") if frame[c].nunique(dropna=False) > 1]
+    constant = [f"{c.replace('n_pairs', 'pairs')}: {frame[c].iloc[0]}" for c in ("dataset", "source", "n_pairs")
+                if c not in varying and len(frame)]
+    caption = "  ".join(["rates in %", *constant])
+    table = Table(title=title, box=box.SIMPLE_HEAD, caption=caption, pad_edge=False, collapse_padding=True, padding=(0, 1, 0, 0))
+    table.add_column("model", no_wrap=True, min_width=min(22, int(frame["model"].str.len().max() or 5)))
+    for column in varying:
+        table.add_column(column.replace("n_pairs", "pairs"), justify="right" if column == "n_pairs" else "left")
+    for column in ("Acc", "P-Acc", "95% CI", *[SHORT_NAMES.get(c, c) for c in categories]):
+        table.add_column(column, justify="right", no_wrap=True, min_width=5)
+    for _, row in frame.iterrows():
+        cells = [str(row["model"])]
+        for column in varying:
+            value = row[column]
+            cells.append("-" if value is None or value != value else str(value))
+        cells += [percent(row["acc"]), percent(row["p_acc"]), interval([row.get("p_acc_lo"), row.get("p_acc_hi")], digits=0),
+                  *[percent(row[f"p_acc_{c}"]) for c in categories]]
+        table.add_row(*cells)
+    return table

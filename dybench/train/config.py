@@ -1,0 +1,163 @@
+"""The training configuration: one pydantic model, validated in full before any compute starts.
+
+Values come from (lowest to highest priority) the defaults below, a YAML file (`--config`), and
+command-line options. The resolved config is written next to the checkpoint so a run can be
+repeated exactly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from dybench.errors import DyBenchError
+from dybench.schema import TransformName
+
+Algorithm = Literal["crpo", "grpo", "t-grpo", "sft"]
+AdvantageMode = Literal["per_branch", "joint"]
+Precision = Literal["auto", "fp32", "bf16"]
+AnswerFormat = Literal["tag", "letter"]
+
+
+class _Strict(BaseModel):
+    # A misspelt key in a YAML config must fail loudly, not be ignored.
+    model_config = ConfigDict(extra="forbid")
+
+
+class RewardWeights(_Strict):
+    """Weight of every reward term (DESIGN: rewards are plain functions; weights are options).
+
+    Original branch: correct, format, crr (R_CRR^orig). Counterfactual branch: format, behave,
+    crr (R_CRR^aug). T-GRPO adds `temporal` (its bonus, already scaled by `tgrpo.alpha`).
+    """
+
+    correct: float = 1.0
+    format: float = 1.0
+    crr_orig: float = 1.0
+    behave: float = 1.0
+    crr_aug: float = 1.0
+    temporal: float = 1.0
+
+
+class TGRPOSettings(_Strict):
+    """Video-R1's temporal reward: +alpha to correct ordered rollouts when acc >= mu * shuffled acc."""
+
+    alpha: float = 0.3
+    mu: float = 0.8
+
+
+class LoraSettings(_Strict):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        description="module names (of the language model) that get adapters",
+    )
+
+
+class TrainConfig(_Strict):
+    """Everything a training run depends on."""
+
+    algo: Algorithm = "crpo"
+    model: str = Field(description="model alias (see `dybench models`) or local checkpoint folder")
+    data: str = Field(description="training data: a folder built by `dybench build-pairs --split train`")
+    out: Path = Field(description="output folder: HF checkpoint, metrics.jsonl, config, checkpoints/")
+
+    # Optimisation
+    max_steps: int = Field(100, ge=1, description="optimizer updates")
+    batch_size: int = Field(2, ge=1, description="questions per micro-batch (per process)")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer update")
+    group_size: int = Field(4, ge=1, description="rollouts per question and branch (G)")
+    lr: float = Field(1e-6, gt=0, description="AdamW learning rate (Video-R1 used 1e-6 on 7B models)")
+    weight_decay: float = Field(0.0, ge=0)
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    max_grad_norm: float | None = Field(1.0, gt=0, description="clip the gradient norm (None: off)")
+    warmup_steps: int = Field(0, ge=0)
+
+    # Objective
+    beta: float = Field(0.04, ge=0, description="KL penalty to the frozen initial policy; 0 loads no reference")
+    clip_eps: float = Field(0.2, gt=0, description="PPO-style ratio clipping")
+    advantage: AdvantageMode = "per_branch"
+    scale_advantages: bool = Field(True, description="divide by the group's std (False: Dr. GRPO style)")
+    rewards: RewardWeights = Field(default_factory=RewardWeights)
+    tgrpo: TGRPOSettings = Field(default_factory=TGRPOSettings)
+
+    # Questions and counterfactuals
+    answer_format: AnswerFormat = Field(
+        "tag",
+        description="tag: the prompt asks for <answer>X</answer> (Video-R1); letter: the evaluation "
+        "prompt's own instruction (the letter alone)",
+    )
+    null_option: bool = Field(True, description='append "None of the above" to every question')
+    null_option_text: str = "None of the above"
+    static_transforms: list[TransformName] = Field(
+        default_factory=lambda: ["hflip", "reverse"],
+        description="transforms for static questions (one per question, fixed by its id)",
+    )
+
+    # Rollouts
+    rollout_engine: Literal["hf"] = Field("hf", description="rollout backend (see dybench.train.rollouts)")
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(32, ge=1)
+    num_frames: int | None = Field(None, ge=1, description="frames per clip (default: the model's)")
+
+    # Infrastructure
+    precision: Precision = Field("auto", description="auto: bf16 where the GPU supports it, else fp32")
+    lora: LoraSettings | None = None
+    seed: int = 0
+    save_every: int = Field(50, ge=1, description="write a resumable checkpoint every N updates")
+    keep_checkpoints: int = Field(2, ge=1, description="resumable checkpoints kept on disk")
+    display: bool = Field(True, description="rich live display of the reward terms")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.algo == "t-grpo" and self.group_size < 1:
+            raise ValueError("t-grpo needs group_size >= 1")
+        if not self.static_transforms:
+            raise ValueError("static_transforms must name at least one transform")
+        if "swap_segments" in self.static_transforms:
+            raise ValueError("static_transforms: swap_segments needs a segment boundary; use hflip or reverse")
+        return self
+
+    @property
+    def rollouts_per_question(self) -> int:
+        """Rollouts generated per question and step (both branches together)."""
+        return self.group_size if self.algo in ("grpo", "sft") else 2 * self.group_size
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _message(exc: ValidationError, source: str) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "config"
+    return f"{source}: field {where}: {first['msg']}"
+
+
+def load_config(path: Path | None = None, **overrides: Any) -> TrainConfig:
+    """Defaults < YAML file < overrides (None values are ignored). One-line error when invalid."""
+    data: dict[str, Any] = {}
+    source = "training config"
+    if path is not None:
+        source = str(path)
+        if not Path(path).is_file():
+            raise DyBenchError(f"{path}: config file not found")
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise DyBenchError(f"{path}: not valid YAML ({exc})") from None
+        if not isinstance(loaded, dict):
+            raise DyBenchError(f"{path}: expected a mapping of option: value")
+        data.update(loaded)
+    for key, value in overrides.items():
+        if value is not None:
+            data[key] = value
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise DyBenchError(_message(exc, source)) from None

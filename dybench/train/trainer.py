@@ -1,0 +1,602 @@
+"""The training loop shared by crpo, grpo, t-grpo and sft.
+
+One optimizer update ("step") = `grad_accum` micro-batches of `batch_size` questions per process.
+For each micro-batch of an RL algorithm:
+
+1. decode the questions' clips and build the second branch in memory: the routed counterfactual
+   transform (crpo) or shuffled frames (t-grpo);
+2. ONE batched generation: every prompt of both branches, `group_size` samples each;
+3. answers extracted with the evaluation's own extraction; rewards by a pure function over each
+   question's whole group (both branches); group-normalised advantages;
+4. log-probabilities of the trained rollouts under the policy (and the frozen reference when
+   beta > 0); clipped policy-gradient loss + KL; backward.
+
+Everything but the reward function and which rollouts are trained is shared across algorithms,
+so comparisons are fair. GRPO trains the original branch, CRPO both branches, T-GRPO the ordered
+rollouts only (its shuffled rollouts only measure how much order matters, as in Video-R1).
+
+The order of work protects the user: config, output folder, data (every row routed, every video
+present), model name and optional packages are all checked before a model is loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import random
+import signal
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+import yaml
+
+from dybench.data import Dataset, load_data
+from dybench.errors import DyBenchError
+from dybench.prompts import extract_choice, render_prompt
+from dybench.train.advantages import group_advantages
+from dybench.train.checkpoint import (
+    checkpoint_dir,
+    finish_checkpoint,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    rng_state,
+    set_rng_state,
+    staging_dir,
+    start_checkpoint,
+)
+from dybench.train.config import TrainConfig
+from dybench.train.inputs import encode_prompts
+from dybench.train.loss import masked_mean, policy_loss, sft_loss
+from dybench.train.metrics import MetricsLog, StepStats, metrics_row
+from dybench.train.policy import (
+    Policy,
+    export_hf,
+    load_policy,
+    load_trainable_state,
+    reference_context,
+    resolve_weights,
+    trainable_state,
+)
+from dybench.train.questions import TrainQuestion, prepare_question, target_text, training_template
+from dybench.train.rewards import Group, GroupRewards, RewardFn, group_rewards
+from dybench.train.rollouts import (
+    HFRolloutEngine,
+    PromptBatch,
+    RolloutEngine,
+    completion_logprobs,
+    end_token_ids,
+    generation_model,
+)
+from dybench.train.router import SEGMENT_BOUNDARY_KEY, TaskTableRouter
+from dybench.video import SampledClip, apply_transform, probe
+
+CONFIG_FILE = "train_config.yaml"
+CLIP_CACHE_BYTES = 2 << 30
+"""Decoded clips kept in memory across steps (least recently used dropped first)."""
+StepCallback = Callable[[int, dict[str, Any], "Trainer"], None]
+
+# Options that may differ between an interrupted run and its resumption.
+RESUMABLE_CHANGES = {"max_steps", "save_every", "keep_checkpoints", "display"}
+
+
+class TrainingInterrupted(DyBenchError):
+    """Ctrl-C: the message says which step was saved and how to resume."""
+
+
+@dataclass
+class BranchPrompt:
+    question: TrainQuestion
+    clip: SampledClip
+    label: str
+
+
+# --- checks before any compute ----------------------------------------------------------------
+
+
+def prepare_questions(config: TrainConfig, dataset: Dataset) -> list[TrainQuestion]:
+    """Route every item and label both branches; stop at the first item that cannot be trained on."""
+    router = TaskTableRouter(static_transforms=tuple(config.static_transforms))
+    null_text = config.null_option_text if config.null_option else None
+    questions = []
+    for item in dataset.items:
+        try:
+            path = dataset.video_path(item)
+            question = prepare_question(item, path, router, null_text)
+        except DyBenchError as exc:
+            raise DyBenchError(f"{dataset.root}: item {item.id}: {exc}") from None
+        if config.algo == "crpo" and question.route.transform == "swap_segments":
+            if SEGMENT_BOUNDARY_KEY not in item.meta:
+                raise DyBenchError(
+                    f"{dataset.root}: item {item.id}: swap_segments needs meta.{SEGMENT_BOUNDARY_KEY} "
+                    "(the frame where the second event starts)"
+                )
+        questions.append(question)
+    return questions
+
+
+def check_videos(dataset: Dataset, questions: Sequence[TrainQuestion]) -> None:
+    """Every video opens and has frames (probed, not decoded; each file once)."""
+    seen: set[Path] = set()
+    for question in questions:
+        path = question.video_path
+        if path in seen:
+            continue
+        seen.add(path)
+        if not path.is_file():
+            raise DyBenchError(f"{dataset.root}: item {question.id}: video {question.item.video} not found")
+        info = probe(path)
+        if info.n_frames <= 0:
+            raise DyBenchError(f"{dataset.root}: item {question.id}: video {question.item.video} has no frames")
+
+
+def check_output(config: TrainConfig, resume: bool) -> None:
+    out = config.out
+    saved = out / CONFIG_FILE
+    if resume:
+        if not saved.is_file() or latest_checkpoint(out) is None:
+            raise DyBenchError(f"{out}: nothing to resume (no {CONFIG_FILE} or no checkpoint); drop --resume")
+        previous = yaml.safe_load(saved.read_text())
+        current = json.loads(config.model_dump_json())
+        changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and previous.get(k) != current[k])
+        if changed:
+            raise DyBenchError(
+                f"{saved}: --resume with different settings ({', '.join(changed)}); use the original options"
+            )
+    elif saved.exists() or list_checkpoints(out):
+        raise DyBenchError(f"{out}: already holds a training run; pass --resume to continue it, or choose a new --out")
+
+
+# --- the trainer ------------------------------------------------------------------------------
+
+
+class Trainer:
+    def __init__(
+        self,
+        config: TrainConfig,
+        resume: bool = False,
+        reward_fn: RewardFn | None = None,
+        callbacks: Sequence[StepCallback] = (),
+        engine: RolloutEngine | None = None,
+        display: Any = None,
+    ) -> None:
+        self.config = config
+        self.resume = resume
+        self.callbacks = list(callbacks)
+        self.reward_fn = reward_fn or partial(
+            group_rewards, config.algo, weights=config.rewards, tgrpo=config.tgrpo, answer_format=config.answer_format
+        )
+        self._engine = engine
+        self.display = display
+        self.template = training_template(config.answer_format)
+        # Checks, in order, before anything is loaded or computed.
+        check_output(config, resume)
+        self.dataset = load_data(config.data)
+        self.questions = prepare_questions(config, self.dataset)
+        check_videos(self.dataset, self.questions)
+        self.spec, self.weights = resolve_weights(config.model)
+        if config.lora is not None:
+            try:
+                import peft  # noqa: F401
+            except ImportError:
+                raise DyBenchError("LoRA needs peft: pip install 'dybench[lora]'") from None
+        if config.precision == "bf16" and not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
+            raise DyBenchError("precision bf16 needs a GPU with bfloat16 support; use precision auto or fp32")
+        from dybench.evaluate import video_settings
+
+        self.video = video_settings(self.spec, config.num_frames, None, None, None, None)
+        self._clips: OrderedDict[str, SampledClip] = OrderedDict()
+        self.step = 0
+        self._critical = False
+        self._interrupt_pending = False
+
+    # -- setup --
+
+    def setup(self) -> None:
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+
+        config = self.config
+        bf16 = config.precision == "bf16" or (
+            config.precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        )
+        self.accelerator = Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=not torch.cuda.is_available())
+        set_seed(config.seed, device_specific=True)
+        needs_reference = config.algo != "sft" and config.beta > 0
+        self.policy: Policy = load_policy(config.model, config.beta, config.lora, needs_reference)
+        self.tokenizer = self.policy.processor.tokenizer
+        params = [p for p in self.policy.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.adam_betas, weight_decay=config.weight_decay)
+        warmup = config.warmup_steps
+        # Stepped once per update by us (accelerate's wrapper would step it once per process).
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (warmup + 1)))
+        self.model, self.optimizer = self.accelerator.prepare(self.policy.model, optimizer)
+        if self.policy.reference is not None:
+            self.policy.reference.to(self.accelerator.device)
+        self.engine = self._engine or HFRolloutEngine(
+            self.tokenizer, max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p
+        )
+        self.log = MetricsLog(config.out)
+        config.out.mkdir(parents=True, exist_ok=True)
+        if self.resume:
+            self._restore()
+        else:
+            self._write_config()
+
+    def _write_config(self) -> None:
+        if self.accelerator.is_main_process:
+            path = self.config.out / CONFIG_FILE
+            tmp = path.with_name(path.name + ".partial")
+            tmp.write_text(self.config.to_yaml())
+            tmp.replace(path)
+
+    def _restore(self) -> None:
+        found = latest_checkpoint(self.config.out)
+        assert found is not None  # checked in check_output
+        step, path = found
+        state = load_checkpoint(path)
+        if self.sharded:
+            self.accelerator.load_state(str(path / "accelerate"))
+        else:
+            load_trainable_state(self.accelerator.unwrap_model(self.model), state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        rank = self.accelerator.process_index
+        rng = state["rng"] if rank == 0 else torch.load(path / f"rng-rank{rank}.pt", weights_only=True)
+        set_rng_state(rng)
+        self.step = step
+        if self.accelerator.is_main_process:
+            self.log.truncate_after(step)
+        self.engine.sync_weights(self.model)
+
+    # -- data --
+
+    @property
+    def questions_per_step(self) -> int:
+        c = self.config
+        return c.batch_size * c.grad_accum * self.accelerator.num_processes
+
+    def micro_batches(self, step: int) -> Iterator[list[TrainQuestion]]:
+        """This process's micro-batches for `step`: a fixed function of (seed, step), so resuming is exact."""
+        c = self.config
+        n = len(self.questions)
+        start = step * self.questions_per_step
+        order_cache: dict[int, list[int]] = {}
+
+        def at(position: int) -> TrainQuestion:
+            epoch, offset = divmod(position, n)
+            if epoch not in order_cache:
+                order = list(range(n))
+                random.Random(f"{c.seed}:{epoch}").shuffle(order)
+                order_cache[epoch] = order
+            return self.questions[order_cache[epoch][offset]]
+
+        rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        for micro in range(c.grad_accum):
+            base = start + micro * c.batch_size * world + rank * c.batch_size
+            yield [at(base + i) for i in range(c.batch_size)]
+
+    def epoch_of(self, step: int) -> float:
+        return step * self.questions_per_step / len(self.questions)
+
+    def clip(self, question: TrainQuestion) -> SampledClip:
+        """The question's sampled clip (decoded once; questions on the same video share it)."""
+        from dybench.evaluate import decode_item, frame_range
+
+        key = f"{question.video_path}|{frame_range(question.item)}"
+        if key in self._clips:
+            self._clips.move_to_end(key)
+            return self._clips[key]
+        decoded = decode_item(self.dataset, question.item, self.video)
+        if decoded.clip is None:
+            raise DyBenchError(f"item {question.id}: {decoded.error}")
+        self._clips[key] = decoded.clip
+        while len(self._clips) > 1 and sum(c.frames.nbytes for c in self._clips.values()) > CLIP_CACHE_BYTES:
+            self._clips.popitem(last=False)
+        return decoded.clip
+
+    def counterfactual_clip(self, question: TrainQuestion, clip: SampledClip) -> SampledClip:
+        boundary = None
+        if question.route.transform == "swap_segments":
+            source_boundary = int(question.item.meta[SEGMENT_BOUNDARY_KEY])
+            boundary = sum(1 for index in clip.indices if index < source_boundary)
+        frames = apply_transform(clip.frames, question.route.transform, boundary=boundary)
+        return dataclasses.replace(clip, frames=frames)
+
+    def shuffled_clip(self, question: TrainQuestion, clip: SampledClip, step: int) -> SampledClip:
+        order = list(range(len(clip.frames)))
+        random.Random(f"{self.config.seed}:{step}:{question.id}").shuffle(order)
+        return dataclasses.replace(clip, frames=clip.frames[order])
+
+    def branches(self, batch: list[TrainQuestion], step: int) -> tuple[list[BranchPrompt], list[BranchPrompt]]:
+        """(original prompts, second-branch prompts) for a micro-batch; the second is empty for grpo."""
+        algo = self.config.algo
+        orig, aux = [], []
+        for question in batch:
+            clip = self.clip(question)
+            orig.append(BranchPrompt(question, clip, question.answer))
+            if algo == "crpo":
+                aux.append(BranchPrompt(question, self.counterfactual_clip(question, clip), question.counterfactual_answer))
+            elif algo == "t-grpo":
+                aux.append(BranchPrompt(question, self.shuffled_clip(question, clip, step), question.answer))
+        return orig, aux
+
+    def encode(self, prompts: list[BranchPrompt]) -> PromptBatch:
+        texts = [render_prompt(p.question.shown_item(), self.template) for p in prompts]
+        inputs = encode_prompts(self.policy.processor, self.spec, texts, [p.clip for p in prompts])
+        device = self.accelerator.device
+        inputs.pop("token_type_ids", None)  # not a model input (as in the hf backend)
+        tensors = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+        return PromptBatch(tensors, texts=texts, clips=[p.clip for p in prompts])
+
+    # -- one micro-batch --
+
+    def rl_micro_batch(self, batch: list[TrainQuestion], step: int, stats: StepStats, timing: dict[str, float]) -> None:
+        c = self.config
+        G = c.group_size
+        orig, aux = self.branches(batch, step)
+        prompts = self.encode(orig + aux)
+        started = time.perf_counter()
+        with generation_model(self.accelerator, self.model) as generator, self.accelerator.autocast():
+            rollouts = self.engine.generate(generator, prompts, G)
+        timing["rollout"] += time.perf_counter() - started
+
+        n_orig = len(orig)
+        answers = [extract_choice(text, p.question.options) for text, p in zip(rollouts.texts, _repeat(orig + aux, G))]
+        train_rows: list[int] = []
+        advantages: list[float] = []
+        for q, question in enumerate(batch):
+            o_rows = list(range(q * G, (q + 1) * G))
+            a_rows = list(range((n_orig + q) * G, (n_orig + q + 1) * G)) if aux else []
+            group = Group(
+                answer=question.answer,
+                answer_changes=question.route.answer_changes,
+                counterfactual_answer=question.counterfactual_answer,
+                orig_answers=[answers[i] for i in o_rows],
+                orig_texts=[rollouts.texts[i] for i in o_rows],
+                aux_answers=[answers[i] for i in a_rows],
+                aux_texts=[rollouts.texts[i] for i in a_rows],
+            )
+            rewards = self.reward_fn(group)
+            self._record_group(stats, group, rewards, question)
+            trained_aux = rewards.aux if c.algo == "crpo" else []
+            adv_orig, adv_aux = group_advantages(rewards.orig, trained_aux, c.advantage, c.scale_advantages)
+            train_rows += o_rows + (a_rows if trained_aux else [])
+            advantages += adv_orig + adv_aux
+
+        rows = torch.tensor(train_rows, device=rollouts.completion_ids.device)
+        ids, mask = rollouts.completion_ids[rows], rollouts.completion_mask[rows]
+        logp, entropy = completion_logprobs(
+            self.model, prompts, rollouts.prompt_index[rows], ids, mask, c.temperature, with_entropy=True
+        )
+        ref_logp = None
+        if c.beta > 0:
+            ref_model, ctx = reference_context(self.accelerator.unwrap_model(self.model), self.policy.reference)
+            with torch.no_grad(), ctx, self.accelerator.autocast():
+                ref_logp, _ = completion_logprobs(ref_model, prompts, rollouts.prompt_index[rows], ids, mask, c.temperature)
+        parts = policy_loss(
+            logp,
+            logp.detach(),  # one update per batch: the sampling policy is the current one
+            torch.tensor(advantages, device=logp.device),
+            mask,
+            clip_eps=c.clip_eps,
+            beta=c.beta,
+            ref_logp=ref_logp,
+        )
+        self.accelerator.backward(parts.loss / c.grad_accum)
+        stats.add("loss", parts.loss.item())
+        if c.beta > 0:
+            stats.add("kl", parts.kl)
+        stats.add("clip_fraction", parts.clip_fraction)
+        assert entropy is not None
+        stats.add("entropy", masked_mean(entropy, mask).item())
+        stats.add("completion_length", rollouts.lengths.float().tolist())
+
+    def _record_group(self, stats: StepStats, group: Group, rewards: GroupRewards, question: TrainQuestion) -> None:
+        for name, values in rewards.terms.items():
+            stats.add(f"reward/{name}", values)
+        stats.add("reward/orig/total", rewards.orig)
+        stats.add("acc/orig", [float(a == group.answer) for a in group.orig_answers])
+        stats.add("invalid_rate/orig", [float(a is None) for a in group.orig_answers])
+        if self.config.algo == "crpo":
+            stats.add("reward/cf/total", rewards.aux)
+            stats.add("acc/cf", [float(a == group.counterfactual_answer) for a in group.aux_answers])
+            stats.add("invalid_rate/cf", [float(a is None) for a in group.aux_answers])
+            changed = [float(a is not None and a != group.answer) for a in group.aux_answers]
+            stats.add("answer_change_rate", changed)
+            stats.add("answer_change_rate/" + ("dynamic" if group.answer_changes else "static"), changed)
+        elif self.config.algo == "t-grpo":
+            stats.add("acc/shuffled", [float(a == group.answer) for a in group.aux_answers])
+
+    def sft_micro_batch(self, batch: list[TrainQuestion], stats: StepStats) -> None:
+        orig, _ = self.branches(batch, 0)
+        prompts = self.encode(orig)
+        end_id = end_token_ids(self.accelerator.unwrap_model(self.model), self.tokenizer)[0]
+        targets = [
+            self.tokenizer(target_text(q.answer, self.config.answer_format), add_special_tokens=False)["input_ids"] + [end_id]
+            for q in batch
+        ]
+        length = max(len(t) for t in targets)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else end_id
+        device = self.accelerator.device
+        ids = torch.tensor([t + [pad] * (length - len(t)) for t in targets], device=device)
+        mask = torch.tensor([[1] * len(t) + [0] * (length - len(t)) for t in targets], device=device)
+        logp, entropy = completion_logprobs(
+            self.model, prompts, torch.arange(len(batch), device=device), ids, mask, with_entropy=True
+        )
+        loss = sft_loss(logp, mask)
+        self.accelerator.backward(loss / self.config.grad_accum)
+        stats.add("loss", loss.item())
+        stats.add("sft/target_logprob", masked_mean(logp.detach(), mask, dim=1).tolist())
+        assert entropy is not None
+        stats.add("entropy", masked_mean(entropy, mask).item())
+        stats.add("completion_length", mask.sum(1).float().tolist())
+
+    # -- one step --
+
+    def train_step(self, step: int) -> dict[str, Any]:
+        started = time.perf_counter()
+        stats = StepStats()
+        timing = {"rollout": 0.0}
+        micro_batches = list(self.micro_batches(step))
+        for index, batch in enumerate(micro_batches):
+            last = index == len(micro_batches) - 1
+            sync = contextlib.nullcontext() if last else self.accelerator.no_sync(self.model)
+            with sync:
+                if self.config.algo == "sft":
+                    self.sft_micro_batch(batch, stats)
+                else:
+                    self.rl_micro_batch(batch, step, stats, timing)
+        grad_norm = None
+        if self.config.max_grad_norm is not None:
+            grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm))
+        values: dict[str, Any] = self._reduce(stats)
+        values.update(
+            step=step + 1,
+            epoch=round(self.epoch_of(step + 1), 4),
+            grad_norm=grad_norm,
+            lr=self.scheduler.get_last_lr()[0],
+            rollout_time_s=round(timing["rollout"], 4) if self.config.algo != "sft" else None,
+        )
+        values["step_time_s"] = round(time.perf_counter() - started, 4)
+        return metrics_row(values)
+
+    def _reduce(self, stats: StepStats) -> dict[str, float]:
+        """Means over all processes. Each process may hold different metrics (a batch without a
+        static question has no static change rate), so the sums travel as objects, not tensors."""
+        if self.accelerator.num_processes == 1:
+            return stats.means()
+        from accelerate.utils import gather_object
+
+        merged = StepStats()
+        for sums, counts in gather_object([(dict(stats.sums), dict(stats.counts))]):
+            for name in sums:
+                merged.sums[name] += sums[name]
+                merged.counts[name] += counts[name]
+        return merged.means()
+
+    # -- the loop --
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self._critical:
+            self._interrupt_pending = True  # finish the optimizer update first, then stop
+            return
+        raise KeyboardInterrupt
+
+    def train(self) -> Path:
+        """Run to `max_steps` (or resume there); returns the output folder with the HF checkpoint."""
+        self.setup()
+        c = self.config
+        previous_handler = None
+        if _in_main_thread():
+            previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
+        saved_rng = rng_state()
+        try:
+            with self._progress() as progress:
+                while self.step < c.max_steps:
+                    saved_rng = rng_state()  # the state this step starts from (what a resume needs)
+                    row = self.train_step(self.step)
+                    self._critical = True
+                    if self.accelerator.is_main_process:
+                        self.log.append(row)
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self.engine.sync_weights(self.model)
+                    self.step += 1
+                    saved_rng = rng_state()
+                    self._critical = False
+                    if self._interrupt_pending:
+                        raise KeyboardInterrupt
+                    if self.step % c.save_every == 0 and self.step < c.max_steps:
+                        self.save(saved_rng)
+                    progress(self.step, row)
+                    for callback in self.callbacks:
+                        callback(self.step, row, self)
+        except KeyboardInterrupt:
+            self._critical = False
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.step > 0:
+                self.save(saved_rng)
+                raise TrainingInterrupted(
+                    f"interrupted: checkpoint at step {self.step} saved in {c.out}; "
+                    "rerun the same command with --resume to continue"
+                ) from None
+            raise TrainingInterrupted("interrupted before the first step finished; nothing to save") from None
+        finally:
+            if previous_handler is not None:
+                signal.signal(signal.SIGINT, previous_handler)
+        self.save(rng_state())
+        self.export()
+        return c.out
+
+    @property
+    def sharded(self) -> bool:
+        """FSDP / DeepSpeed: model and optimizer state live in shards (accelerate's own format)."""
+        return self.accelerator.distributed_type.name in ("FSDP", "DEEPSPEED")
+
+    def save(self, rng: dict[str, Any]) -> Path:
+        """A resumable checkpoint at the current step (see dybench.train.checkpoint)."""
+        accelerator, out = self.accelerator, self.config.out
+        if accelerator.is_main_process:
+            start_checkpoint(out, self.step)
+        accelerator.wait_for_everyone()
+        state: dict[str, Any] = {"scheduler": self.scheduler.state_dict(), "rng": rng}
+        if not accelerator.is_main_process:  # every process samples from its own generators
+            torch.save(rng, staging_dir(out, self.step) / f"rng-rank{accelerator.process_index}.pt")
+        if self.sharded:
+            accelerator.save_state(str(staging_dir(out, self.step) / "accelerate"))
+        else:
+            state["model"] = trainable_state(accelerator.unwrap_model(self.model))
+            state["optimizer"] = self.optimizer.state_dict()
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            finish_checkpoint(out, self.step, state, self.config.keep_checkpoints)
+        accelerator.wait_for_everyone()
+        return checkpoint_dir(out, self.step)
+
+    def export(self, folder: Path | None = None) -> Path:
+        """Write the current policy as a HF checkpoint (default: the output folder). A step callback
+        can call this with another folder to evaluate intermediate models."""
+        folder = Path(folder) if folder is not None else self.config.out
+        accelerator = self.accelerator
+        accelerator.wait_for_everyone()
+        state_dict = None
+        if accelerator.distributed_type.name in ("FSDP", "DEEPSPEED"):
+            state_dict = accelerator.get_state_dict(self.model)
+        if accelerator.is_main_process:
+            export_hf(accelerator.unwrap_model(self.model), self.policy.processor, folder, state_dict)
+        accelerator.wait_for_everyone()
+        return folder
+
+    @contextlib.contextmanager
+    def _progress(self) -> Iterator[Callable[[int, dict[str, Any]], None]]:
+        if self.display is None or not self.accelerator.is_main_process:
+            yield lambda step, row: None
+            return
+        with self.display(self.config, self.step) as update:
+            yield update
+
+
+def _repeat(items: list[Any], times: int) -> list[Any]:
+    return [item for item in items for _ in range(times)]
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def train(config: TrainConfig, resume: bool = False, **kwargs: Any) -> Path:
+    """Train with `config` (see `Trainer` for reward_fn, callbacks, engine, display)."""
+    return Trainer(config, resume=resume, **kwargs).train()
+
+
+__all__ = ["Trainer", "TrainingInterrupted", "train"]

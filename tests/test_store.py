@@ -1,0 +1,172 @@
+"""The run directory: resumable append-only predictions, run.json, shards and merging."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dybench.errors import DyBenchError
+from dybench.prompts import template_for
+from dybench.schema import Item, Prediction
+from dybench.store import (
+    DatasetRef,
+    PredictionStore,
+    RunConfig,
+    ShardSpec,
+    VideoSettings,
+    merge_runs,
+    open_run,
+    parse_shard,
+    read_run_config,
+    shard_items,
+)
+
+
+def make_config(**overrides) -> RunConfig:
+    values = dict(
+        model="baseline:constant",
+        backend="baseline:constant",
+        backend_settings={"baseline": "constant"},
+        video=VideoSettings(num_frames=8),
+        prompt=template_for("synthetic"),
+        sampling={"max_tokens": 64, "temperature": 0.0, "top_p": 1.0, "seed": 0},
+        dataset=DatasetRef(spec="/data/ds", name="ds", family="synthetic", n_items=4),
+        dataset_fingerprint="abc123",
+    )
+    values.update(overrides)
+    return RunConfig(**values)
+
+
+def rows(store: PredictionStore, ids: list[str]) -> list[Prediction]:
+    return [Prediction(id=i, key=store.key(i), output="Answer: A", pred="A") for i in ids]
+
+
+def make_items(n_pairs: int) -> list[Item]:
+    items = []
+    for p in range(n_pairs):
+        for side, answer in (("a", "A"), ("b", "B")):
+            items.append(Item(id=f"p{p:02d}{side}", pair_id=f"p{p:02d}", task="t", category="c", video="v.mp4",
+                              question="q", options=["x", "y"], answer=answer))
+    return items
+
+
+def test_appended_batches_are_read_back_by_item_id(tmp_path):
+    store = open_run(tmp_path / "run", make_config())
+    store.append(rows(store, ["a", "b"]))
+    store.append(rows(store, ["c"]))
+    assert sorted(store.load()) == ["a", "b", "c"]
+
+
+def test_a_batch_is_on_disk_as_soon_as_append_returns(tmp_path):
+    store = open_run(tmp_path / "run", make_config())
+    with store.appender() as appender:
+        appender.append(rows(store, ["a", "b"]))
+        # Another process (a rerun after SIGKILL) would see the batch now, before any close.
+        assert sorted(PredictionStore(store.run_dir, store.fingerprint).load()) == ["a", "b"]
+
+
+def test_truncated_last_line_is_ignored_and_cut_before_the_next_append(tmp_path):
+    run = tmp_path / "run"
+    store = open_run(run, make_config())
+    store.append(rows(store, ["a", "b"]))
+    with store.path.open("a") as handle:
+        handle.write('{"id": "c", "key": "')  # a crash in the middle of a write
+    assert sorted(store.load()) == ["a", "b"]
+
+    resumed = open_run(run, make_config())
+    resumed.append(rows(resumed, ["c"]))
+    lines = store.path.read_text().splitlines()
+    assert [json.loads(line)["id"] for line in lines] == ["a", "b", "c"]
+
+
+def test_corrupt_line_in_the_middle_stops_with_file_and_line(tmp_path):
+    store = open_run(tmp_path / "run", make_config())
+    store.append(rows(store, ["a"]))
+    with store.path.open("a") as handle:
+        handle.write("garbage\n")
+    store.append(rows(store, ["b"]))
+    with pytest.raises(DyBenchError, match=r"predictions.jsonl:2: not a prediction row"):
+        store.load()
+
+
+def test_rows_made_with_other_settings_are_refused(tmp_path):
+    store = open_run(tmp_path / "run", make_config())
+    other = PredictionStore(store.run_dir, "0" * 16)
+    store.append(rows(other, ["a"]))
+    with pytest.raises(DyBenchError, match="different settings"):
+        store.load()
+
+
+def test_same_settings_resume_and_keep_the_creation_time(tmp_path):
+    run = tmp_path / "run"
+    first = open_run(run, make_config())
+    created = read_run_config(run).created
+    second = open_run(run, make_config(command=["dybench", "eval", "again"]))
+    assert second.fingerprint == first.fingerprint
+    assert read_run_config(run).created == created
+
+
+def test_different_settings_in_the_same_directory_are_refused_naming_what_changed(tmp_path):
+    run = tmp_path / "run"
+    open_run(run, make_config())
+    with pytest.raises(DyBenchError, match=r"changed: sampling.max_tokens, video.num_frames.*new --out"):
+        open_run(run, make_config(sampling={"max_tokens": 8, "temperature": 0.0, "top_p": 1.0, "seed": 0},
+                                  video=VideoSettings(num_frames=16)))
+
+
+def test_shard_versions_command_and_speed_settings_do_not_change_the_fingerprint():
+    base = make_config().sealed().fingerprint
+    other = make_config(shard=ShardSpec(index=1, count=4), versions={"torch": "9"}, command=["x"]).sealed()
+    assert other.fingerprint == base
+    assert make_config(probe="blank").sealed().fingerprint != base
+    faster = make_config(backend_settings={"baseline": "constant", "concurrency": 64}).sealed()
+    assert faster.fingerprint == base  # speed settings do not change the answers
+
+
+def test_run_json_records_what_is_needed_to_reproduce(tmp_path):
+    run = tmp_path / "run"
+    open_run(run, make_config(versions={"dybench": "0.1.0"}, command=["dybench", "eval"]))
+    saved = json.loads((run / "run.json").read_text())
+    for field in ("model", "backend", "backend_settings", "video", "prompt", "sampling", "dataset",
+                  "dataset_fingerprint", "versions", "command", "fingerprint", "shard"):
+        assert field in saved
+    assert saved["prompt"]["instruction"].startswith("Answer with the option's letter")
+
+
+@pytest.mark.parametrize("text", ["4/4", "1", "a/b", "-1/2", "0/0"])
+def test_bad_shard_specs_are_refused(text):
+    with pytest.raises(DyBenchError, match="--shard"):
+        parse_shard(text)
+
+
+def test_shards_partition_the_items_and_keep_pairs_together():
+    items = make_items(10)
+    shards = [shard_items(items, parse_shard(f"{i}/3")) for i in range(3)]
+    ids = [item.id for shard in shards for item in shard]
+    assert sorted(ids) == sorted(item.id for item in items)  # every item once
+    for shard in shards:
+        pairs = [item.pair_id for item in shard]
+        assert all(pairs.count(p) == 2 for p in pairs)
+    assert shards[1] == shard_items(list(reversed(items)), parse_shard("1/3"))[::-1]  # order-independent
+
+
+def test_merge_joins_shards_and_refuses_overlaps_or_other_settings(tmp_path):
+    stores = []
+    for i, ids in enumerate((["a", "b"], ["c"])):
+        store = open_run(tmp_path / f"s{i}", make_config(shard=ShardSpec(index=i, count=2)))
+        store.append(rows(store, ids))
+        stores.append(store)
+    config, merged = merge_runs([tmp_path / "s0", tmp_path / "s1"], tmp_path / "all")
+    assert sorted(merged) == ["a", "b", "c"]
+    assert config.shard is None and len(config.merged_from) == 2
+    assert sorted(PredictionStore(tmp_path / "all", config.fingerprint).load()) == ["a", "b", "c"]
+
+    stores[1].append(rows(stores[1], ["a"]))
+    with pytest.raises(DyBenchError, match="must not overlap"):
+        merge_runs([tmp_path / "s0", tmp_path / "s1"], tmp_path / "all2")
+
+    odd = open_run(tmp_path / "odd", make_config(model="baseline:random", shard=ShardSpec(index=1, count=2)))
+    odd.append(rows(odd, ["z"]))
+    with pytest.raises(DyBenchError, match="different settings"):
+        merge_runs([tmp_path / "s0", tmp_path / "odd"], tmp_path / "all3")

@@ -1,0 +1,252 @@
+"""The trainer runs for real on the tiny Qwen3-VL (CPU): every algorithm end to end through the CLI,
+a policy that measurably learns, exact resumption after Ctrl-C, LoRA, and checks before compute."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from dybench.cli import app
+from dybench.errors import DyBenchError
+from dybench.train.config import LoraSettings, load_config
+from dybench.train.metrics import TIMING_COLUMNS, read_metrics
+from dybench.train.rewards import GroupRewards
+from dybench.train.trainer import Trainer, TrainingInterrupted
+
+MODEL = "tiny-random-qwen3-vl"
+# Small settings so each run takes seconds on two cores.
+FAST = dict(group_size=2, batch_size=2, max_new_tokens=6, lr=1e-4, display=False)
+
+
+def config(data: Path, out: Path, **overrides):
+    return load_config(**{"model": MODEL, "data": str(data), "out": out, **FAST, **overrides})
+
+
+def without_timing(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in rows]
+
+
+@pytest.fixture(scope="module")
+def model_cache(tmp_path_factory: pytest.TempPathFactory):
+    """The tiny checkpoint is built once for this module (it is cached under $DYBENCH_CACHE)."""
+    with pytest.MonkeyPatch.context() as patch:
+        if not os.environ.get("DYBENCH_CACHE"):
+            patch.setenv("DYBENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def small_train_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The train split with 64 x 64 clips of 8 frames (16 visual tokens each): for the longer runs."""
+    from dybench.build import build_synthetic
+
+    folder = tmp_path_factory.mktemp("small") / "train_set"
+    build_synthetic(folder, pairs_per_task=1, seed=0, split="train", progress=False, size=64, n_frames=8)
+    return folder
+
+
+# --- checks before compute (fast) -------------------------------------------------------------
+
+
+def test_missing_video_fails_before_the_model_loads(synthetic_train_set: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = (Path(synthetic_train_set) / "manifest.jsonl").read_text().splitlines()
+    broken = json.loads(rows[0])
+    broken["video"] = "videos/not-there.mp4"
+    (data / "manifest.jsonl").write_text(json.dumps(broken) + "\n")
+    with pytest.raises(DyBenchError, match="not-there.mp4 not found"):
+        Trainer(config(data, tmp_path / "out", model="no-such-model"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_folder_of_another_run_is_refused_without_resume(synthetic_train_set: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "train_config.yaml").write_text("algo: crpo\n")
+    with pytest.raises(DyBenchError, match="--resume"):
+        Trainer(config(synthetic_train_set, out))
+    with pytest.raises(DyBenchError, match="nothing to resume"):
+        Trainer(config(synthetic_train_set, tmp_path / "empty"), resume=True)
+
+
+def test_cli_reports_a_bad_option_in_one_line(synthetic_train_set: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("advantage: sideways\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "dybench.cli", "train-crpo", "--model", MODEL, "--data", str(synthetic_train_set),
+         "--out", str(tmp_path / "out"), "--config", str(bad)],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    assert "bad.yaml: field advantage" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+# --- real training (slow) ---------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["crpo", "grpo", "t-grpo"])
+def test_cli_trains_and_logs_every_reward_term(algo: str, synthetic_train_set: Path, tmp_path: Path, model_cache) -> None:
+    out = tmp_path / "ck"
+    result = CliRunner().invoke(
+        app,
+        ["train-crpo", "--model", MODEL, "--data", str(synthetic_train_set), "--out", str(out), "--algo", algo,
+         "--max-steps", "3", "--group-size", "2", "--batch-size", "2", "--max-new-tokens", "6", "--no-progress"],
+    )
+    assert result.exit_code == 0, result.output
+    rows = read_metrics(out)
+    assert [row["step"] for row in rows] == [1, 2, 3]
+    for row in rows:
+        for name in ("loss", "kl", "entropy", "completion_length", "step_time_s", "acc/orig"):
+            assert isinstance(row[name], float), name
+        assert isinstance(row["reward/orig/correct"], float) and isinstance(row["reward/orig/format"], float)
+        assert any("crr" in key for key in row) and any("correct" in key for key in row)
+    if algo == "crpo":
+        assert all(isinstance(row[k], float) for row in rows for k in ("reward/orig/crr", "reward/cf/crr",
+                                                                      "reward/cf/behave", "answer_change_rate"))
+    if algo == "t-grpo":
+        assert all(isinstance(row["reward/orig/temporal"], float) for row in rows)
+    assert (out / "model.safetensors").is_file() and (out / "processor_config.json").is_file()
+    assert (out / "train_config.yaml").is_file() and (out / "checkpoints" / "step-000003" / "state.pt").is_file()
+
+
+@pytest.mark.slow
+def test_trained_checkpoint_is_evaluated_by_dybench_eval_with_the_hf_backend(small_train_set: Path, tmp_path: Path, model_cache) -> None:
+    from dybench.backends.registry import resolve_model
+
+    out = Trainer(config(small_train_set, tmp_path / "ck", max_steps=1)).train()
+    # Evaluated with the video settings it was trained with (frames, pixel budget).
+    spec, trained_on = resolve_model(str(out)), resolve_model(MODEL)
+    assert (spec.num_frames, spec.min_pixels, spec.max_pixels) == (trained_on.num_frames, trained_on.min_pixels, trained_on.max_pixels)
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["eval", "--model", str(out), "--backend", "hf", "--data", str(small_train_set),
+                                      "--out", str(run), "--max-tokens", "4", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    predictions = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+    assert len(predictions) == len((small_train_set / "manifest.jsonl").read_text().splitlines())
+    assert all(p["error"] is None and isinstance(p["output"], str) for p in predictions)
+    assert json.loads((run / "scores.json").read_text())["n_items"] == len(predictions)
+
+
+@pytest.mark.slow
+def test_policy_learns_a_reward_that_favours_one_letter(small_train_set: Path, tmp_path: Path, model_cache) -> None:
+    """Real optimisation, no mocks: reward 1 for answering "A" (one token), GRPO, lr 3e-4."""
+
+    def favour_a(group) -> GroupRewards:
+        rewards = [float(text.strip() == "A") for text in group.orig_texts]
+        return GroupRewards(orig=rewards, aux=[], terms={"orig/favoured": rewards})
+
+    def prob_a(trainer: Trainer) -> float:
+        tokenizer = trainer.tokenizer
+        a_tokens = [i for i in range(len(tokenizer)) if tokenizer.decode([i]).strip() == "A"]
+        prompts = trainer.encode(trainer.branches(trainer.questions[:4], 0)[0])
+        with torch.no_grad():
+            logits = trainer.accelerator.unwrap_model(trainer.model)(**prompts.inputs).logits[:, -1]
+        return logits.softmax(-1)[:, a_tokens].sum(-1).mean().item()
+
+    settings = config(small_train_set, tmp_path / "ck", algo="grpo", group_size=32, max_new_tokens=1,
+                      lr=3e-4, beta=0.0, max_steps=40, save_every=1000)
+    probabilities: list[float] = []
+    trainer = Trainer(settings, reward_fn=favour_a,
+                      callbacks=[lambda step, row, t: step in (1, 40) and probabilities.append(prob_a(t))])
+    trainer.train()
+    before, after = probabilities
+    rows = read_metrics(tmp_path / "ck")
+    early = sum(r["reward/orig/favoured"] for r in rows[:10]) / 10
+    late = sum(r["reward/orig/favoured"] for r in rows[-10:]) / 10
+    assert after > 3 * before and after > 0.02, (before, after)
+    assert late > early
+
+
+@pytest.mark.slow
+def test_sft_lowers_the_loss_of_the_answer_tokens(small_train_set: Path, tmp_path: Path, model_cache) -> None:
+    Trainer(config(small_train_set, tmp_path / "sft", algo="sft", lr=3e-4, batch_size=4, max_steps=12)).train()
+    rows = read_metrics(tmp_path / "sft")
+    assert rows[-1]["loss"] < 0.7 * rows[0]["loss"]
+    assert rows[0]["kl"] is None and rows[0]["reward/orig/crr"] is None  # not produced by sft: null, not zero
+
+
+@pytest.mark.slow
+def test_resume_after_ctrl_c_repeats_the_uninterrupted_run_exactly(small_train_set: Path, tmp_path: Path, model_cache) -> None:
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    Trainer(config(small_train_set, straight, max_steps=4, save_every=1)).train()
+
+    def ctrl_c_after_step_2(step, row, trainer):
+        if step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted, match="step 2 saved"):
+        Trainer(config(small_train_set, interrupted, max_steps=4, save_every=1),
+                callbacks=[ctrl_c_after_step_2]).train()
+    assert len(read_metrics(interrupted)) == 2
+    Trainer(config(small_train_set, interrupted, max_steps=4, save_every=1), resume=True).train()
+    assert without_timing(read_metrics(interrupted)) == without_timing(read_metrics(straight))
+    a, b = load_file(straight / "model.safetensors"), load_file(interrupted / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_sigint_saves_a_checkpoint_and_resume_finishes(small_train_set: Path, tmp_path: Path, model_cache) -> None:
+    out = tmp_path / "ck"
+    command = [sys.executable, "-m", "dybench.cli", "train-crpo", "--model", MODEL, "--data", str(small_train_set),
+               "--out", str(out), "--group-size", "2", "--max-new-tokens", "4", "--no-progress", "--save-every", "1000"]
+    process = subprocess.Popen([*command, "--max-steps", "1000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=os.environ.copy())
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").read_text().count("\n") >= 2):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 2 and "interrupted: checkpoint at step" in stderr
+    saved = sorted((out / "checkpoints").iterdir())
+    assert len(saved) == 1
+    step = int(saved[0].name.split("-")[1])
+    assert step >= 2
+    resumed = subprocess.run([*command, "--max-steps", str(step + 1), "--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert [row["step"] for row in read_metrics(out)] == list(range(1, step + 2))
+
+
+@pytest.mark.slow
+def test_lora_trains_adapters_and_exports_a_merged_model(small_train_set: Path, tmp_path: Path, model_cache) -> None:
+    out = tmp_path / "lora"
+    trainer = Trainer(config(small_train_set, out, algo="sft", lr=1e-3, max_steps=2, lora=LoraSettings(r=4, alpha=8)))
+    trainer.train()
+    state = torch.load(out / "checkpoints" / "step-000002" / "state.pt", weights_only=True)
+    assert state["model"] and all("lora_" in key for key in state["model"])
+    exported = load_file(out / "model.safetensors")
+    base = load_file(trainer.policy.weights / "model.safetensors")
+    assert not any("lora" in key for key in exported) and exported.keys() == base.keys()
+    changed = [k for k in base if not torch.equal(base[k], exported[k])]
+    assert changed and all("language_model" in k and "_proj" in k for k in changed)
+
+
+@pytest.mark.slow
+def test_two_processes_train_data_parallel_on_cpu(small_train_set: Path, tmp_path: Path, model_cache) -> None:
+    """torchrun with 2 CPU processes (gloo): each takes its own questions; metrics are reduced over both."""
+    out = tmp_path / "ddp"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "dybench.cli", "train-crpo",
+         "--model", MODEL, "--data", str(small_train_set), "--out", str(out), "--max-steps", "2", "--batch-size", "1",
+         "--group-size", "2", "--max-new-tokens", "4", "--no-progress"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = read_metrics(out)
+    n_questions = len((small_train_set / "manifest.jsonl").read_text().splitlines())
+    assert [row["step"] for row in rows] == [1, 2]
+    assert rows[-1]["epoch"] == round(2 * 2 / n_questions, 4)  # 2 steps x 1 question x 2 processes
+    assert (out / "checkpoints" / "step-000002" / "rng-rank1.pt").is_file() and (out / "model.safetensors").is_file()
+    assert result.stdout.count("done: checkpoint") == 1
