@@ -69,7 +69,7 @@ def test_engine_sees_the_same_video_tokens_as_transformers(engine, clips, tiny_s
     processor = AutoProcessor.from_pretrained(tiny_spec.path)
     request = clips[0]
     expected = processor(
-        text=[engine.prompt_text(request)], videos=[request.clip.frames], video_metadata=[video_metadata(request.clip)],
+        text=[engine.chat_text(request.prompt)], videos=[request.clip.frames], video_metadata=[video_metadata(request.clip)],
         return_tensors="pt", **processor_kwargs(tiny_spec, len(request.clip.frames)),
     )["input_ids"].shape[1]
     (response,) = engine.generate([request], Sampling(max_tokens=2))

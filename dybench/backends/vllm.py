@@ -18,6 +18,7 @@ from typing import Any
 from dybench.backends.base import Request, Response, Sampling
 from dybench.backends.video_inputs import chat_messages, processor_kwargs, vllm_video_metadata
 from dybench.errors import DyBenchError
+from dybench.video import SampledClip
 
 CPU_MEMORY_FRACTION = 0.1
 GPU_MEMORY_FRACTION = 0.9
@@ -45,6 +46,7 @@ class VLLMBackend:
         gpu_memory_utilization: float | None = None,
         enforce_eager: bool | None = None,
         max_num_seqs: int | None = None,
+        kv_cache_memory_bytes: int | None = None,
         trust_remote_code: bool = False,
         seed: int = 0,
     ):
@@ -74,6 +76,8 @@ class VLLMBackend:
         }
         if max_num_seqs is not None:
             self.settings["max_num_seqs"] = int(max_num_seqs)
+        if kv_cache_memory_bytes is not None:  # a fixed KV cache instead of a share of the memory
+            self.settings["kv_cache_memory_bytes"] = int(kv_cache_memory_bytes)
         self.device = "cpu" if cpu else "gpu"
         try:
             self.llm = LLM(model=str(self.weights), **self.settings)
@@ -117,19 +121,22 @@ class VLLMBackend:
 
     # --- inputs ---------------------------------------------------------------------------------
 
-    def prompt_text(self, request: Request) -> str:
+    def chat_text(self, prompt: str) -> str:
         return self._template_owner.apply_chat_template(
-            chat_messages(self.spec, request.prompt), add_generation_prompt=True, tokenize=False
+            chat_messages(self.spec, prompt), add_generation_prompt=True, tokenize=False
         )
 
-    def engine_input(self, request: Request) -> dict[str, Any]:
-        """One request as vLLM's prompt dict: text, frames with metadata, processor settings."""
-        frames = request.clip.frames
+    def video_prompt(self, prompt: str, clip: SampledClip) -> dict[str, Any]:
+        """A question about a clip as vLLM's prompt dict: chat text, frames with metadata,
+        processor settings (shared with the trainer's vLLM rollouts)."""
         return {
-            "prompt": self.prompt_text(request),
-            "multi_modal_data": {"video": [(frames, vllm_video_metadata(request.clip))]},
-            "mm_processor_kwargs": processor_kwargs(self.spec, len(frames)),
+            "prompt": self.chat_text(prompt),
+            "multi_modal_data": {"video": [(clip.frames, vllm_video_metadata(clip))]},
+            "mm_processor_kwargs": processor_kwargs(self.spec, len(clip.frames)),
         }
+
+    def engine_input(self, request: Request) -> dict[str, Any]:
+        return self.video_prompt(request.prompt, request.clip)
 
     def sampling_params(self, sampling: Sampling) -> Any:
         from vllm import SamplingParams

@@ -35,6 +35,9 @@ def train_command(
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, help="Tokens per rollout (default 32)."),
     answer_format: Optional[str] = typer.Option(None, "--answer-format", help="tag: ask for <answer>X</answer> "
                                                 "(default); letter: the evaluation prompt's own instruction."),
+    rollout_engine: Optional[str] = typer.Option(None, "--rollout-engine", help="hf (default): transformers "
+                                                 "generate on the policy; vllm: a colocated vLLM engine, weights "
+                                                 "synced after every update."),
     lora: bool = typer.Option(False, "--lora", help="Train LoRA adapters (needs peft) instead of all weights; "
                               "set rank etc. in --config."),
     save_every: Optional[int] = typer.Option(None, "--save-every", min=1, help="Resumable checkpoint every N "
@@ -73,6 +76,7 @@ def train_command(
         beta=beta,
         max_new_tokens=max_new_tokens,
         answer_format=answer_format,
+        rollout_engine=rollout_engine,
         save_every=save_every,
         seed=seed,
         display=None if progress else False,

@@ -100,7 +100,15 @@ class TrainConfig(_Strict):
     )
 
     # Rollouts
-    rollout_engine: Literal["hf"] = Field("hf", description="rollout backend (see dybench.train.rollouts)")
+    rollout_engine: Literal["hf", "vllm"] = Field(
+        "hf", description="hf: transformers generate on the policy; vllm: a colocated vLLM engine, weights "
+        "synced after every update (see dybench.train.rollouts)"
+    )
+    vllm_memory_fraction: float | None = Field(
+        None, gt=0, lt=1, description="vllm rollouts: share of GPU memory for the engine (default 0.3; "
+        "the CPU build gets a fixed 1 GiB KV cache)"
+    )
+    vllm_max_model_len: int | None = Field(None, ge=1, description="vllm rollouts: context length (default: the model's)")
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)
     max_new_tokens: int = Field(32, ge=1)

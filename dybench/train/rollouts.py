@@ -7,19 +7,13 @@ The trainer sees one small interface, `RolloutEngine`:
   in the same batch, so both branches come from one batched generation);
 * ``sync_weights(model)`` is called after every optimizer update.
 
-`HFRolloutEngine` generates with transformers' ``generate`` on the policy itself, so there is
-nothing to sync. It is the only engine implemented. A vLLM engine for GPU machines would fit the
-same interface (not implemented yet):
+Two engines implement it (config `rollout_engine`):
 
-* ``__init__``: a colocated ``vllm.LLM`` on the training GPU (``gpu_memory_utilization`` a share
-  of the card, ``enable_sleep_mode=True`` so it releases memory during the update);
-* ``generate``: the same chat text and frames+metadata the processor gets (as
-  ``multi_modal_data={"video": [(frames, metadata)]}``), ``SamplingParams(n=num_samples,
-  temperature, top_p, max_tokens)`` and the multimodal placeholder tokens banned; its token ids
-  padded into `Rollouts` (prompt-major, as here);
-* ``sync_weights``: push the updated parameters (gathered from FSDP / ZeRO-3 shards) into the
-  engine's model, e.g. a worker extension's ``load_weights`` called through
-  ``LLM.collective_rpc``.
+* `HFRolloutEngine` (default): transformers' ``generate`` on the policy itself, so there is
+  nothing to sync;
+* `VLLMRolloutEngine` (`dybench.train.vllm_rollouts`): a vLLM engine colocated in the training
+  process, fed the same chat text and frames+metadata as the evaluation's vLLM backend; the
+  updated weights are copied into it after every optimizer update.
 
 Log-probabilities for the loss are always recomputed by the policy (`completion_logprobs`), so an
 engine only has to return tokens.
@@ -68,6 +62,8 @@ class RolloutEngine(Protocol):
     def generate(self, model: Any, prompts: PromptBatch, num_samples: int) -> Rollouts: ...
 
     def sync_weights(self, model: Any) -> None: ...
+
+    def close(self) -> None: ...
 
 
 MULTIMODAL_TOKEN_KEYS = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
@@ -134,6 +130,9 @@ class HFRolloutEngine:
 
     def sync_weights(self, model: Any) -> None:
         """Nothing to do: generation runs on the policy's own weights."""
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 def select_prompts(inputs: dict[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -219,15 +219,26 @@ class Trainer:
         self.model, self.optimizer = self.accelerator.prepare(self.policy.model, optimizer)
         if self.policy.reference is not None:
             self.policy.reference.to(self.accelerator.device)
-        self.engine = self._engine or HFRolloutEngine(
-            self.tokenizer, max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p
-        )
+        self.engine = self._engine or self._rollout_engine()
         self.log = MetricsLog(config.out)
         config.out.mkdir(parents=True, exist_ok=True)
         if self.resume:
             self._restore()
         else:
             self._write_config()
+
+    def _rollout_engine(self) -> RolloutEngine:
+        c = self.config
+        if c.rollout_engine == "hf":
+            return HFRolloutEngine(self.tokenizer, max_new_tokens=c.max_new_tokens, temperature=c.temperature, top_p=c.top_p)
+        if self.sharded:
+            raise DyBenchError("rollout_engine vllm: FSDP / DeepSpeed sharding is not supported; use DDP or rollout_engine hf")
+        from dybench.train.vllm_rollouts import VLLMRolloutEngine
+
+        return VLLMRolloutEngine(
+            self.spec, self.weights, self.tokenizer, max_new_tokens=c.max_new_tokens, temperature=c.temperature,
+            top_p=c.top_p, max_model_len=c.vllm_max_model_len, memory_fraction=c.vllm_memory_fraction, seed=c.seed,
+        )
 
     def _write_config(self) -> None:
         if self.accelerator.is_main_process:
@@ -532,6 +543,7 @@ class Trainer:
         finally:
             if previous_handler is not None:
                 signal.signal(signal.SIGINT, previous_handler)
+            self.engine.close()
         self.save(rng_state())
         self.export()
         return c.out
