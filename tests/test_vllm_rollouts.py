@@ -1,6 +1,6 @@
 """Training rollouts from the real vLLM engine (the CPU build here), colocated with the policy:
 after a weight sync the engine answers exactly as the updated policy does, and the trainer runs
-CRPO with it end to end, resumably."""
+CRPO with it end to end, resumably, and vLLM serves the result for evaluation."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from dybench.backends.registry import resolve_model
+from dybench.evaluate import run_eval
 from dybench.testing import random_clip_requests
 from dybench.train.config import load_config
 from dybench.train.inputs import encode_prompts
@@ -108,3 +109,8 @@ def test_crpo_trains_with_vllm_rollouts_and_resumes_exactly(model_cache, small_t
         return {k: v for k, v in row.items() if k not in TIMING_COLUMNS}
 
     assert [strip(r) for r in resumed] == [strip(r) for r in rows]
+
+    # The trained checkpoint is served by vLLM for evaluation, like any model folder.
+    scores = run_eval(str(tmp_path / "full"), str(small_train_set), tmp_path / "eval", backend="vllm", limit=4,
+                      backend_options={"max_model_len": 2048}, progress=False)
+    assert scores["n_items"] >= 4 and scores["n_errors"] == 0
