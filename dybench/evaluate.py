@@ -5,6 +5,7 @@ before a single clip is decoded, so a bad manifest row, an unknown model, a miss
 unreachable server fails in seconds. Then batches flow through a small thread pool that decodes
 the next batch while the backend answers the current one. Each finished batch is appended to
 `predictions.jsonl` before the next starts, so an interrupted run resumes where it stopped.
+A shortcut probe (dybench.probes) degrades each clip right after it is sampled.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from rich.text import Text
 from dybench.backends.base import Backend, Request, Response, Sampling
 from dybench.data import Dataset, load_data
 from dybench.errors import DyBenchError
+from dybench.probes import apply_probe, check_probe, probe_items
 from dybench.prompts import PromptTemplate, extract_for_item, render_prompt, template_for
 from dybench.schema import Item, Prediction
 from dybench.store import (
@@ -139,8 +141,9 @@ def frame_range(item: Item) -> tuple[int, int] | None:
     return int(start), int(end)
 
 
-def decode_item(dataset: Dataset, item: Item, settings: VideoSettings) -> DecodedItem:
-    """Decode and sample one clip; a missing or undecodable video becomes an error, not a crash."""
+def decode_item(dataset: Dataset, item: Item, settings: VideoSettings, probe: str | None = None) -> DecodedItem:
+    """Decode and sample one clip (degraded by `probe`, if any); a missing or undecodable video
+    becomes an error, not a crash."""
     path = None
     try:
         path = dataset.video_path(item)
@@ -151,7 +154,7 @@ def decode_item(dataset: Dataset, item: Item, settings: VideoSettings) -> Decode
             max_frames=settings.max_frames,
             frame_range=frame_range(item),
         )
-        return DecodedItem(item, clip, None, path)
+        return DecodedItem(item, apply_probe(clip, probe, item.id), None, path)
     except DyBenchError as exc:
         return DecodedItem(item, None, f"video: {exc}", path)
     except Exception as exc:  # a decoder failing on a strange file must not end the run
@@ -256,15 +259,60 @@ def run_eval(
     decode_workers: int = 2,
     progress: bool = True,
     console: Console | None = None,
+    probe: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate `model` on `data`, storing answers in `out`; returns the scores (also in scores.json).
 
     Rerunning with the same arguments resumes: finished items are skipped. Different settings in
-    an existing `out` are refused (use a new directory).
+    an existing `out` are refused (use a new directory). `probe` degrades every clip the same way
+    (see dybench.probes); it is part of the run's settings.
     """
-    from dybench.backends.registry import create_backend, resolve_model
+    plan = plan_run(model, data, out, backend=backend, limit=limit, batch_size=batch_size, shard=shard,
+                    num_frames=num_frames, fps=fps, max_frames=max_frames, min_pixels=min_pixels,
+                    max_pixels=max_pixels, sampling=sampling, probe=probe)
+    engine = start_backend(plan, backend, backend_options)
+    try:
+        return execute_run(plan, engine, decode_workers=decode_workers, progress=progress, console=console)
+    finally:
+        engine.close()
 
-    console = console or Console(stderr=True)
+
+@dataclass
+class PlannedRun:
+    """A run checked and ready to start: everything but the backend. `dataset` holds exactly the
+    items to ask, with the answers that are correct for what the probe shows."""
+
+    run_dir: Path
+    dataset: Dataset
+    template: PromptTemplate
+    spec: Any
+    settings: VideoSettings
+    config: RunConfig
+    sampling: Sampling
+    batch_size: int | None
+
+
+def plan_run(
+    model: str,
+    data: str,
+    out: str | Path,
+    backend: str | None = None,
+    limit: int | None = None,
+    batch_size: int | None = None,
+    shard: str | ShardSpec | None = None,
+    num_frames: int | None = None,
+    fps: float | None = None,
+    max_frames: int | None = None,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+    sampling: Sampling | None = None,
+    probe: str | None = None,
+) -> PlannedRun:
+    """Validate a run before any backend starts: the dataset, the model, the probe, and that `out`
+    is new or holds this very run (so a mistake fails in seconds, not after a model has loaded)."""
+    from dybench.backends.registry import resolve_model
+
+    check_probe(probe)
     if batch_size is not None and batch_size <= 0:
         raise DyBenchError("--batch-size must be positive")
     shard_spec = parse_shard(shard) if isinstance(shard, str) else shard
@@ -272,7 +320,7 @@ def run_eval(
     run_dir = Path(out)
 
     dataset = load_data(data)  # validates every row (and every video path) before any work
-    selected = select_items(dataset.items, shard_spec, limit)
+    selected, notes = probe_items(select_items(dataset.items, shard_spec, limit), probe)
     template = template_for(dataset.family)
     for item in selected:
         render_prompt(item, template)  # a row the template cannot render stops the run now
@@ -287,36 +335,50 @@ def run_eval(
         sampling=dataclasses.asdict(sampling),
         dataset=DatasetRef(spec=absolute_spec(data), name=dataset.name, family=dataset.family, n_items=len(dataset.items)),
         dataset_fingerprint=dataset.fingerprint,
+        probe=probe,
         shard=shard_spec,
         versions=package_versions(),
         command=current_command(),
     )
     if (run_dir / RUN_JSON).is_file():  # a conflicting run directory fails before the backend starts
         check_resumable(run_dir, config, ignore=("backend", "backend_settings"))
-    engine = create_backend(_spec_with(spec, settings), backend, **(backend_options or {}))
-    try:
-        config = config.model_copy(update={"backend": engine.name, "backend_settings": engine.describe()})
-        store = open_run(run_dir, config)
-        batch_size = batch_size or DEFAULT_BATCH_SIZES.get(config.backend.split(":")[0], 8)
-        finished = store.load()
-        todo = [item for item in selected if item.id not in finished]
-        if finished and progress:
-            console.print(f"resuming {run_dir}: {len(selected) - len(todo)} of {len(selected)} items already done")
-        _run_batches(dataset, todo, len(selected), engine, store, template, settings, sampling,
-                     batch_size, decode_workers, progress, console)
-    finally:
-        engine.close()
+    asked = dataclasses.replace(dataset, items=selected, notes=[*dataset.notes, *notes])
+    return PlannedRun(run_dir, asked, template, spec, settings, config, sampling, batch_size)
 
-    predictions = store.load()
-    scored = dataclasses.replace(dataset, items=selected)
-    scores = score(scored, predictions)
+
+def start_backend(plan: PlannedRun, backend: str | None = None,
+                  backend_options: dict[str, Any] | None = None) -> Backend:
+    """The planned run's model, started with its video settings (it may serve several planned
+    runs of the same model and settings, such as the probes of one model)."""
+    from dybench.backends.registry import create_backend
+
+    return create_backend(_spec_with(plan.spec, plan.settings), backend, **(backend_options or {}))
+
+
+def execute_run(plan: PlannedRun, engine: Backend, decode_workers: int = 2, progress: bool = True,
+                console: Console | None = None) -> dict[str, Any]:
+    """Ask `engine` every unfinished item of `plan`, then score the run (the caller closes `engine`)."""
+    console = console or Console(stderr=True)
+    run_dir = plan.run_dir
+    config = plan.config.model_copy(update={"backend": engine.name, "backend_settings": engine.describe()})
+    store = open_run(run_dir, config)
+    batch_size = plan.batch_size or DEFAULT_BATCH_SIZES.get(config.backend.split(":")[0], 8)
+    selected = plan.dataset.items
+    finished = store.load()
+    todo = [item for item in selected if item.id not in finished]
+    if finished and progress:
+        console.print(f"resuming {run_dir}: {len(selected) - len(todo)} of {len(selected)} items already done")
+    _run_batches(plan.dataset, todo, len(selected), engine, store, plan.template, plan.settings, plan.sampling,
+                 batch_size, decode_workers, progress, console, config.probe)
+
+    scores = score(plan.dataset, store.load())
     write_json_atomic(run_dir / SCORES, scores)
     return scores
 
 
 def _run_batches(dataset: Dataset, todo: list[Item], total: int, engine: Backend, store: PredictionStore,
                  template: PromptTemplate, settings: VideoSettings, sampling: Sampling, batch_size: int,
-                 decode_workers: int, progress: bool, console: Console) -> None:
+                 decode_workers: int, progress: bool, console: Console, probe: str | None = None) -> None:
     batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
     sleep_s = float(os.environ.get(TEST_SLEEP_ENV, "0") or 0)
     done = total - len(todo)
@@ -325,7 +387,7 @@ def _run_batches(dataset: Dataset, todo: list[Item], total: int, engine: Backend
         task = bar.add_task("eval", total=total, completed=done)
 
         def submit(batch: list[Item]) -> list[Future[DecodedItem]]:
-            return [pool.submit(decode_item, dataset, item, settings) for item in batch]
+            return [pool.submit(decode_item, dataset, item, settings, probe) for item in batch]
 
         # Decoding runs PREFETCH_BATCHES ahead of the backend, so neither waits for the other.
         pending = deque(submit(batch) for batch in batches[:PREFETCH_BATCHES])
@@ -366,8 +428,8 @@ def score_run(run_dir: Path) -> tuple[dict[str, Any], int]:
             f"{config.dataset.spec}: the dataset changed since {run_dir} was run "
             f"(fingerprint {dataset.fingerprint}, run used {config.dataset_fingerprint})"
         )
-    items = shard_items(dataset.items, config.shard)
+    items, notes = probe_items(shard_items(dataset.items, config.shard), check_probe(config.probe))
     missing = sum(1 for item in items if item.id not in predictions)
-    scores = score(dataclasses.replace(dataset, items=items), predictions)
+    scores = score(dataclasses.replace(dataset, items=items, notes=[*dataset.notes, *notes]), predictions)
     write_json_atomic(run_dir / SCORES, scores)
     return scores, missing

@@ -2,11 +2,12 @@
 
 The CSV's first columns are the contract of DESIGN.md section 4 (model, dataset, acc, p_acc,
 p_acc_<category>..., n_pairs, date, dybench_version, config_hash); after them come `source`
-(measured | reported), TimeBlind's q_acc / v_acc / i_acc, 95% interval bounds (`<metric>_lo`,
-`<metric>_hi`) and a one-line `provenance`. Publishing again replaces the rows with the same
-(model, dataset, config_hash); every value comes from the run (its date too), never the clock, so
-publishing the same runs twice writes the same bytes. Every file is written to a temp file and
-renamed into place.
+(measured | reported), TimeBlind's q_acc / v_acc / i_acc, the probe columns of a `dybench probe`
+folder (p_acc_<probe>, temporal_reliance, answer_change_reversed), 95% interval bounds
+(`<metric>_lo`, `<metric>_hi`) and a one-line `provenance`. Publishing again replaces the rows
+with the same (model, dataset, config_hash); every value comes from the run (its date too), never
+the clock, so publishing the same runs twice writes the same bytes. Every file is written to a
+temp file and renamed into place.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from dybench.errors import DyBenchError
+from dybench.probe_suite import PROBE_COLUMNS
 
 KEY = ["model", "dataset", "config_hash"]
 HEAD = ["model", "dataset", "acc", "p_acc"]
@@ -73,11 +75,13 @@ def _run_identity(run_dir: Path, scores: dict[str, Any]) -> dict[str, Any]:
                 f"prompt {config.prompt.name}",
                 f"sampling {json.dumps(config.sampling, sort_keys=True)}" if config.sampling else "",
                 f"data {config.dataset.name} ({config.dataset.family}, fingerprint {config.dataset_fingerprint})",
+                f"probe {config.probe}: video degraded" if config.probe else "",
                 f"run {run_dir.name}",
             ) if part
         )
         return {
-            "model": config.model,
+            # a probe run measures the model on degraded video: its row must not pass for the model's
+            "model": f"{config.model} (probe: {config.probe})" if config.probe else config.model,
             "date": (config.created or config.updated)[:10],
             "dybench_version": config.versions.get("dybench", scores.get("dybench_version", "")),
             "config_hash": config.fingerprint or config.compute_fingerprint(),
@@ -97,11 +101,29 @@ def _run_identity(run_dir: Path, scores: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def probe_suite_row(folder: Path) -> dict[str, Any]:
+    """A folder written by `dybench probe`: its full run's row plus the probe columns."""
+    from dybench.probe_suite import FULL, read_summary
+
+    summary = read_summary(folder)
+    full = summary.run(FULL)
+    if full is None:
+        raise DyBenchError(f"{folder}/probes.json: no full-video run to publish the probes beside")
+    row = run_row(folder / full.run_dir)
+    row.update(summary.leaderboard_columns())
+    probes = ", ".join(run.probe for run in summary.runs if run.probe != FULL)
+    row["provenance"] += f"; probes {probes} ({folder.name}/probes.json)"
+    return row
+
+
 def run_row(run_dir: Path) -> dict[str, Any]:
-    """The leaderboard row of one run directory (or a folder written by `dybench score --out`)."""
+    """The leaderboard row of one run directory, a folder written by `dybench score --out`, or a
+    folder written by `dybench probe` (the full run's row with the probe columns)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DyBenchError(f"{run_dir}: not a directory")
+    if (run_dir / "probes.json").is_file():
+        return probe_suite_row(run_dir)
     scores = _scores_of(run_dir)
     row: dict[str, Any] = {
         **_run_identity(run_dir, scores),
@@ -134,15 +156,22 @@ def run_row(run_dir: Path) -> dict[str, Any]:
 
 
 def categories_of(columns: Iterable[str]) -> list[str]:
+    # p_acc_<probe> (PROBE_COLUMNS) is a probe's P-Acc, not a category's
     return sorted(c.removeprefix("p_acc_") for c in columns
-                  if c.startswith("p_acc_") and not c.endswith(("_lo", "_hi")))
+                  if c.startswith("p_acc_") and not c.endswith(("_lo", "_hi")) and c not in PROBE_COLUMNS)
+
+
+def probe_columns_of(frame: pd.DataFrame) -> list[str]:
+    """The probe columns (dybench.probe_suite.PROBE_COLUMNS) that hold a value in some row."""
+    return [c for c in PROBE_COLUMNS if c in frame.columns and frame[c].notna().any()]
 
 
 def ordered_columns(columns: Iterable[str]) -> list[str]:
     columns = set(columns)
     cats = categories_of(columns)
     bounds = [f"{m}_{end}" for m in ("acc", "p_acc", *[f"p_acc_{c}" for c in cats], "i_acc") for end in ("lo", "hi")]
-    order = [*HEAD, *[f"p_acc_{c}" for c in cats], *META, *EXTRA, *bounds, "provenance"]
+    probes = [c for c in PROBE_COLUMNS if c in columns]
+    order = [*HEAD, *[f"p_acc_{c}" for c in cats], *META, *EXTRA, *probes, *bounds, "provenance"]
     return order + sorted(columns - set(order))
 
 
@@ -231,11 +260,21 @@ def _ci(row: pd.Series, metric: str) -> str:
     return f"[{_pct(low)}, {_pct(high)}]"
 
 
+PROBE_LABELS = {
+    "p_acc_single_frame": "P-Acc single frame %", "p_acc_first_last": "P-Acc first+last %",
+    "p_acc_shuffled": "P-Acc shuffled %", "p_acc_blank": "P-Acc blank %", "p_acc_reversed": "P-Acc reversed %",
+    "temporal_reliance": "temporal reliance (pts)", "answer_change_reversed": "answer change reversed %",
+}
+"""Headings of the probe columns (dybench probe) in the Markdown and HTML tables."""
+
+
 def markdown(frame: pd.DataFrame, title: str) -> str:
     cats = categories_of(frame.columns)
     has_timeblind = "i_acc" in frame.columns and frame["i_acc"].notna().any()
     header = ["model", "dataset", "source", "Acc %", "P-Acc %", "P-Acc 95% CI", *[f"P-Acc {c} %" for c in cats]]
     header += ["I-Acc %"] if has_timeblind else []
+    probes = probe_columns_of(frame)
+    header += [PROBE_LABELS.get(c, c) for c in probes]
     header += ["pairs", "date", "dybench", "config"]
     lines = [f"# {title}", "", "Rates in percent; intervals: 95% bootstrap over pairs. "
              "`reported` rows are published numbers, not reproduced here.", "",
@@ -244,6 +283,7 @@ def markdown(frame: pd.DataFrame, title: str) -> str:
         cells = [row["model"], row["dataset"], row["source"], _pct(row["acc"]), _pct(row["p_acc"]), _ci(row, "p_acc"),
                  *[_pct(row[f"p_acc_{c}"]) for c in cats]]
         cells += [_pct(row["i_acc"])] if has_timeblind else []
+        cells += [_pct(row[c]) for c in probes]
         cells += ["" if pd.isna(row["n_pairs"]) else str(int(row["n_pairs"])), row["date"], row["dybench_version"],
                   row["config_hash"]]
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
@@ -343,6 +383,7 @@ def html_page(frame: pd.DataFrame, title: str) -> str:
     columns += [(f"p_acc_{c}", f"P-Acc {c.replace('_', ' ')}", False) for c in cats]
     if has_timeblind:
         columns += [("q_acc", "Q-Acc", False), ("v_acc", "V-Acc", False), ("i_acc", "I-Acc", False)]
+    columns += [(c, PROBE_LABELS.get(c, c).removesuffix(" %"), False) for c in probe_columns_of(frame)]
     columns += [("n_pairs", "pairs", False), ("date", "date", True), ("provenance", "how", True)]
     head = "".join(f'<th data-column="{name}" class="{"text" if text else ""}">{html.escape(label)}</th>'
                    for name, label, text in columns)

@@ -63,8 +63,10 @@ def scores_summary(scores: dict[str, Any]) -> list[str]:
 def leaderboard_table(frame: Any, title: str) -> Table:
     """A leaderboard DataFrame (dybench.leaderboard columns) as a compact rich table, in percent.
     Columns that hold one value for every row (dataset, source, pairs) move into the caption."""
-    categories = [c.removeprefix("p_acc_") for c in frame.columns
-                  if c.startswith("p_acc_") and not c.endswith(("_lo", "_hi")) and frame[c].notna().any()]
+    from dybench.leaderboard import categories_of
+
+    categories = [c for c in categories_of(frame.columns) if frame[f"p_acc_{c}"].notna().any()]
+    reliance = "temporal_reliance" in frame.columns and frame["temporal_reliance"].notna().any()
     varying = [c for c in ("dataset", "source", "n_pairs") if frame[c].nunique(dropna=False) > 1]
     constant = [f"{c.replace('n_pairs', 'pairs')}: {frame[c].iloc[0]}" for c in ("dataset", "source", "n_pairs")
                 if c not in varying and len(frame)]
@@ -73,7 +75,8 @@ def leaderboard_table(frame: Any, title: str) -> Table:
     table.add_column("model", no_wrap=True, min_width=min(22, int(frame["model"].str.len().max() or 5)))
     for column in varying:
         table.add_column(column.replace("n_pairs", "pairs"), justify="right" if column == "n_pairs" else "left")
-    for column in ("Acc", "P-Acc", "95% CI", *[SHORT_NAMES.get(c, c) for c in categories]):
+    extra = ["reliance"] if reliance else []  # `dybench probe` folders: full P-Acc minus the best static probe
+    for column in ("Acc", "P-Acc", "95% CI", *[SHORT_NAMES.get(c, c) for c in categories], *extra):
         table.add_column(column, justify="right", no_wrap=True, min_width=5)
     for _, row in frame.iterrows():
         cells = [str(row["model"])]
@@ -82,5 +85,6 @@ def leaderboard_table(frame: Any, title: str) -> Table:
             cells.append("-" if value is None or value != value else str(value))
         cells += [percent(row["acc"]), percent(row["p_acc"]), interval([row.get("p_acc_lo"), row.get("p_acc_hi")], digits=0),
                   *[percent(row[f"p_acc_{c}"]) for c in categories]]
+        cells += [percent(row["temporal_reliance"])] if reliance else []
         table.add_row(*cells)
     return table

@@ -36,25 +36,6 @@ def without_timing(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in rows]
 
 
-@pytest.fixture(scope="module")
-def model_cache(tmp_path_factory: pytest.TempPathFactory):
-    """The tiny checkpoint is built once for this module (it is cached under $DYBENCH_CACHE)."""
-    with pytest.MonkeyPatch.context() as patch:
-        if not os.environ.get("DYBENCH_CACHE"):
-            patch.setenv("DYBENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield
-
-
-@pytest.fixture(scope="module")
-def small_train_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The train split with 64 x 64 clips of 8 frames (16 visual tokens each): for the longer runs."""
-    from dybench.build import build_synthetic
-
-    folder = tmp_path_factory.mktemp("small") / "train_set"
-    build_synthetic(folder, pairs_per_task=1, seed=0, split="train", progress=False, size=64, n_frames=8)
-    return folder
-
-
 # --- checks before compute (fast) -------------------------------------------------------------
 
 

@@ -4,7 +4,6 @@ CRPO with it end to end, resumably, and vLLM serves the result for evaluation.""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -24,23 +23,6 @@ pytest.importorskip("vllm")
 pytestmark = pytest.mark.slow
 
 MODEL = "tiny-random-qwen3-vl"
-
-
-@pytest.fixture(scope="module")
-def model_cache(tmp_path_factory: pytest.TempPathFactory):
-    with pytest.MonkeyPatch.context() as patch:
-        if not os.environ.get("DYBENCH_CACHE"):
-            patch.setenv("DYBENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield
-
-
-@pytest.fixture(scope="module")
-def small_train_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from dybench.build import build_synthetic
-
-    folder = tmp_path_factory.mktemp("small") / "train_set"
-    build_synthetic(folder, pairs_per_task=1, seed=0, split="train", progress=False, size=64, n_frames=8)
-    return folder
 
 
 def greedy_hf(policy, spec, prompts: list[str], clips: list) -> list[list[int]]:

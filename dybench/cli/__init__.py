@@ -9,6 +9,7 @@ from dybench.cli.build import build_pairs_command
 from dybench.cli.common import console, fail
 from dybench.cli.eval import eval_command, merge_command
 from dybench.cli.models import list_models_command
+from dybench.cli.probe import probe_command
 from dybench.cli.demo import demo_command
 from dybench.cli.leaderboard import leaderboard_app
 from dybench.cli.score import score_command
@@ -34,6 +35,7 @@ app.command("tasks")(list_tasks)
 app.command("build-pairs")(build_pairs_command)
 app.command("eval")(eval_command)
 app.command("merge")(merge_command)
+app.command("probe")(probe_command)
 app.command("models")(list_models_command)
 app.command("train-crpo")(train_command)
 app.command("score")(score_command)

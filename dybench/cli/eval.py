@@ -68,6 +68,9 @@ def eval_command(
     max_pixels: Optional[int] = typer.Option(None, "--max-pixels", min=1, help="Pixel budget ceiling per frame."),
     shard: Optional[str] = typer.Option(None, "--shard", help="I/N: evaluate shard I (0-based) of N; pairs stay "
                                         "together. Join shard runs with `dybench merge`."),
+    probe: Optional[str] = typer.Option(None, "--probe", help="Degrade every clip: single-frame | first-last | "
+                                        "shuffled | blank | reversed (stored as its own run; `dybench probe` runs "
+                                        "them all)."),
     max_tokens: int = typer.Option(64, "--max-tokens", min=1, help="Most tokens generated per answer."),
     temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0 = greedy (reproducible)."),
     top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0, help="Nucleus sampling threshold."),
@@ -109,13 +112,13 @@ def eval_command(
             model, data, out, backend=backend, limit=limit, batch_size=batch_size, shard=shard,
             num_frames=num_frames, fps=fps, max_frames=max_frames, min_pixels=min_pixels, max_pixels=max_pixels,
             sampling=sampling, backend_options={k: v for k, v in options.items() if v is not None},
-            progress=progress, console=err_console,
+            progress=progress, console=err_console, probe=probe,
         )
     except EvalInterrupted as exc:
         fail(str(exc), code=130)
     except KeyboardInterrupt:  # before the first batch: nothing to keep
         fail("interrupted before any item was evaluated", code=130)
-    print_summary(scores, title=f"{model} on {data}")
+    print_summary(scores, title=f"{model} on {data}" + (f" (probe: {probe})" if probe else ""))
     console.print(f"wrote {out / 'predictions.jsonl'}, {out / 'run.json'}, {out / 'scores.json'}")
 
 
