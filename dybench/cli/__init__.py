@@ -8,6 +8,7 @@ import typer
 from dybench.cli.build import build_pairs_command
 from dybench.cli.common import console, fail
 from dybench.cli.eval import eval_command, merge_command
+from dybench.cli.lab import lab_app
 from dybench.cli.models import list_models_command
 from dybench.cli.probe import probe_command
 from dybench.cli.demo import demo_command
@@ -40,6 +41,7 @@ app.command("models")(list_models_command)
 app.command("train-crpo")(train_command)
 app.command("score")(score_command)
 app.add_typer(leaderboard_app, name="leaderboard")
+app.add_typer(lab_app, name="lab")
 app.command("demo")(demo_command)
 
 

@@ -1,0 +1,81 @@
+"""The shortcut lab: its data carries the cue where it should and nowhere else, `--quick` runs end to
+end through the real builder, trainer and eval and writes its three files, bad input is one line."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dybench.cli import app
+from dybench.data import load_data
+from dybench.errors import DyBenchError
+from dybench.lab.shortcut import ShortcutSettings, load_settings, prepare_folder
+from dybench.lab.shortcut_data import Splits, build_splits, cue_letter, mover_color
+
+CUE = ShortcutSettings().cue
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory: pytest.TempPathFactory) -> Splits:
+    root = tmp_path_factory.mktemp("lab") / "data"
+    return build_splits(root, CUE, train_pairs=8, test_pairs=8, seed=0, size=64, frames=8, progress=False,
+                        motion_pairs=8)
+
+
+def test_the_cue_holds_on_every_training_question_and_not_on_the_test_split(splits: Splits) -> None:
+    train, test = splits.train, splits.test
+    items = load_data(str(train)).items
+    assert {item.transform for item in items} == {"original"}
+    assert {item.task for item in items} == {"moving_direction", "static_color"}
+    direction = [item for item in items if item.task == "moving_direction"]
+    assert direction and all(cue_letter(item, CUE) == item.answer for item in direction)
+    test_items = load_data(str(test)).items
+    assert {item.transform for item in test_items} > {"original"}  # both clips of every pair
+    # Decorrelated: the colour's answer is wrong on at least one clip of every pair with a cue colour.
+    by_pair: dict[str, list] = {}
+    for item in test_items:
+        by_pair.setdefault(item.pair_id, []).append(item)
+    for pair in by_pair.values():
+        if mover_color(pair[0]) in CUE.values():
+            assert not all(cue_letter(item, CUE) == item.answer for item in pair)
+
+
+def test_the_warm_start_adds_motion_pairs_only_where_the_colour_says_nothing(splits: Splits) -> None:
+    train_ids = {item.id for item in load_data(str(splits.train)).items}
+    warm = load_data(str(splits.warm)).items
+    added = [item for item in warm if item.id not in train_ids]
+    assert added and all(item.id.startswith("motion-") for item in added)
+    assert all(mover_color(item) not in CUE.values() for item in added)
+    assert {item.transform for item in added} > {"original"}
+
+
+def test_a_folder_of_another_experiment_is_refused_in_one_line(tmp_path: Path) -> None:
+    prepare_folder(tmp_path / "lab", ShortcutSettings.quick())
+    with pytest.raises(DyBenchError, match="other settings \\(rl_steps\\)"):
+        prepare_folder(tmp_path / "lab", ShortcutSettings.quick().model_copy(update={"rl_steps": 3}))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(DyBenchError, match="holds no shortcut experiment"):
+        prepare_folder(tmp_path / "other", ShortcutSettings.quick())
+    with pytest.raises(DyBenchError, match="seeds"):
+        load_settings(quick=True, seeds=0)
+
+
+def test_quick_experiment_runs_end_to_end_and_writes_its_three_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not os.environ.get("DYBENCH_CACHE"):
+        monkeypatch.setenv("DYBENCH_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "lab"
+    result = CliRunner().invoke(app, ["lab", "shortcut", "--out", str(out), "--quick", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    for name in ("results.csv", "curves.png", "summary.md"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    rows = (out / "results.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in rows[1:]] == ["warm-start", "grpo", "t-grpo", "crpo"]
+    assert json.loads((out / "lab.json").read_text())["rl_steps"] == 2
+    # A rerun reuses every finished stage.
+    again = CliRunner().invoke(app, ["lab", "shortcut", "--out", str(out), "--quick", "--no-progress"])
+    assert again.exit_code == 0, again.output
