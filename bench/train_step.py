@@ -7,7 +7,7 @@ CRPO / GRPO of the median step time. Target: <= 1.15 (the counterfactual branch 
 than the rollouts it adds; the clip transform and the extra prompt encoding are the only extras).
 
 Usage: python bench/train_step.py [--data DIR] [--model tiny-random-qwen3-vl] [--group-size 4]
-       [--batch-size 2] [--steps 12] [--rounds 3] [--max-new-tokens 16]
+       [--batch-size 2] [--steps 12] [--rounds 3] [--max-new-tokens 16] [--rollout-engine hf|vllm]
 Without --data, a small synthetic training set is built in a temporary folder.
 """
 
@@ -29,7 +29,8 @@ def step_times(algo: str, group_size: int, args: argparse.Namespace, data: str, 
     config = load_config(
         model=args.model, data=data, out=out, algo=algo, group_size=group_size, batch_size=args.batch_size,
         max_steps=WARMUP_STEPS + args.steps, max_new_tokens=args.max_new_tokens, lr=1e-5, beta=0.04,
-        save_every=10_000, display=False, seed=0,
+        save_every=10_000, display=False, seed=0, rollout_engine=args.rollout_engine,
+        vllm_max_model_len=4096 if args.rollout_engine == "vllm" else None,
     )
     rows: list[dict] = []
     Trainer(config, callbacks=[lambda step, row, trainer: rows.append(row)]).train()
@@ -52,6 +53,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--rounds", type=int, default=3, help="alternating CRPO/GRPO runs (machine load evens out)")
     parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--rollout-engine", choices=("hf", "vllm"), default="hf")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="dybench-bench-") as tmp:
         data = args.data or build_default_data(Path(tmp) / "data")
@@ -65,7 +67,7 @@ def main() -> None:
     print(
         f"CRPO step: {crpo_s * 1000:.0f} ms (G={args.group_size} per branch); GRPO step: {grpo_s * 1000:.0f} ms "
         f"(G={2 * args.group_size}); {rollouts} rollouts per step each, batch {args.batch_size}, "
-        f"{args.max_new_tokens} new tokens, model {args.model}, median of {len(crpo)} steps each\n"
+        f"{args.max_new_tokens} new tokens, model {args.model}, {args.rollout_engine} rollouts, median of {len(crpo)} steps each\n"
         f"ratio CRPO / GRPO = {crpo_s / grpo_s:.3f} (target <= 1.15)"
     )
 
