@@ -86,7 +86,8 @@ def run_demo(
         console.print(f"{model}: Acc {100 * scores['acc']:.1f}%  P-Acc {100 * scores['p_acc']:.1f}%")
 
     console.rule("[bold]3/3 score and publish")
-    frame = publish(run_dirs, Path(leaderboard), title="DyBench demo (synthetic test set)")
+    # fresh: the demo's board shows this demo's runs only, never rows left by older settings
+    frame = publish(run_dirs, Path(leaderboard), title="DyBench demo (synthetic test set)", fresh=True)
     from dybench.tables import leaderboard_table
 
     console.print(leaderboard_table(frame[frame["dataset"] == DATA_NAME], "DyBench demo: synthetic test set"))

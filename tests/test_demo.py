@@ -12,6 +12,9 @@ from dybench.leaderboard import read_board
 @pytest.mark.slow
 def test_demo_publishes_a_leaderboard_and_a_rerun_reuses_finished_work(tmp_path):
     board = tmp_path / "leaderboards" / "demo.csv"
+    board.parent.mkdir()
+    stale = "model,dataset,acc,p_acc,n_pairs,date,dybench_version,config_hash\nold-model,synthetic-test,1,1,6,2020-01-01,0.0.1,x\n"
+    board.write_text(stale)  # a board left by an older demo: the new one shows only this demo's runs
     console = Console(record=True, width=120)
     run_demo(out=tmp_path / "demo", leaderboard=board, pairs_per_task=2, progress=False, console=console)
     for suffix in (".csv", ".md", ".html", ".png"):

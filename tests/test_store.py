@@ -124,6 +124,29 @@ def test_shard_versions_command_and_speed_settings_do_not_change_the_fingerprint
     assert faster.fingerprint == base  # speed settings do not change the answers
 
 
+def test_where_the_weights_were_found_does_not_change_the_fingerprint_but_their_settings_do():
+    def hf(**settings):
+        return make_config(model="qwen3-vl-8b", backend="hf", backend_settings={"dtype": "bfloat16", **settings}).sealed()
+
+    here = hf(weights="/root/.cache/huggingface/hub/models--Qwen--Qwen3-VL-8B-Instruct/snapshots/1")
+    elsewhere = hf(weights="/data/models/Qwen3-VL-8B-Instruct")
+    assert here.fingerprint == elsewhere.fingerprint  # the same leaderboard row on every machine
+    assert hf(weights="/data/models/x", dtype="float32").fingerprint != here.fingerprint
+
+
+def test_a_run_resumes_under_the_fingerprint_it_started_with(tmp_path):
+    config = make_config()
+    store = open_run(tmp_path, config)
+    store.append(rows(store, ["a", "b"]))
+    run = json.loads((tmp_path / "run.json").read_text())
+    run["fingerprint"] = "0123456789abcdef"  # as written by an older recipe for the same settings
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    (tmp_path / "predictions.jsonl").write_text(
+        (tmp_path / "predictions.jsonl").read_text().replace(config.sealed().fingerprint, "0123456789abcdef")
+    )
+    assert set(open_run(tmp_path, config).load()) == {"a", "b"}
+
+
 def test_run_json_records_what_is_needed_to_reproduce(tmp_path):
     run = tmp_path / "run"
     open_run(run, make_config(versions={"dybench": "0.1.0"}, command=["dybench", "eval"]))
