@@ -18,13 +18,13 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, Field, ValidationError
 
 from dybench.data import Dataset, pydantic_message, safe_join
 from dybench.errors import DyBenchError
 from dybench.schema import LETTERS, Item, letter, letter_index
 from dybench.tasks import tasks_dir
+from dybench.yaml_files import read_yaml_mapping
 
 CATEGORIES = ("reversible_dynamics", "moving_direction", "event_sequence")
 USER_MAPPING = "mapping.yaml"
@@ -56,15 +56,7 @@ def default_mapping_path() -> Path:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise DyBenchError(f"{path}: mapping file not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise DyBenchError(f"{path}: not valid YAML ({exc})") from None
-    if not isinstance(data, dict):
-        raise DyBenchError(f"{path}: a mapping file must be a YAML mapping (fields:, video_roots:, pairing:)")
-    return data
+    return read_yaml_mapping(path, "mapping file", "a mapping file must be a YAML mapping (fields:, video_roots:, pairing:)")
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

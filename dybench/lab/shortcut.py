@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
 
@@ -35,6 +34,7 @@ from dybench.data import pydantic_message
 from dybench.errors import DyBenchError
 from dybench.lab.shortcut_data import build_splits, shortcut_rate
 from dybench.train.config import AdvantageMode, RewardWeights
+from dybench.yaml_files import read_yaml_mapping
 
 Algo = Literal["grpo", "t-grpo", "crpo"]
 SETTINGS = "lab.json"
@@ -120,15 +120,7 @@ def load_settings(path: Path | None = None, quick: bool = False, **overrides: An
     """Defaults (or the --quick preset) < YAML file < options (None values ignored); one-line errors."""
     data: dict[str, Any] = ShortcutSettings.quick().model_dump() if quick else {}
     if path is not None:
-        if not Path(path).is_file():
-            raise DyBenchError(f"{path}: config file not found")
-        try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise DyBenchError(f"{path}: not valid YAML ({exc})") from None
-        if not isinstance(loaded, dict):
-            raise DyBenchError(f"{path}: expected a mapping of setting: value")
-        data.update(loaded)
+        data.update(read_yaml_mapping(path, "config file", "expected a mapping of setting: value"))
     data.update({key: value for key, value in overrides.items() if value is not None})
     try:
         return ShortcutSettings.model_validate(data)

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from dybench.errors import DyBenchError
 from dybench.schema import TransformName
+from dybench.yaml_files import read_yaml_mapping
 
 Algorithm = Literal["crpo", "grpo", "t-grpo", "sft"]
 AdvantageMode = Literal["per_branch", "joint"]
@@ -153,15 +154,7 @@ def load_config(path: Path | None = None, **overrides: Any) -> TrainConfig:
     source = "training config"
     if path is not None:
         source = str(path)
-        if not Path(path).is_file():
-            raise DyBenchError(f"{path}: config file not found")
-        try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise DyBenchError(f"{path}: not valid YAML ({exc})") from None
-        if not isinstance(loaded, dict):
-            raise DyBenchError(f"{path}: expected a mapping of option: value")
-        data.update(loaded)
+        data.update(read_yaml_mapping(path, "config file", "expected a mapping of option: value"))
     for key, value in overrides.items():
         if value is not None:
             data[key] = value
