@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
+from cli_errors import assert_one_line_error
 from dybench.build import build_synthetic
 from dybench.data import load_data
 from dybench.errors import DyBenchError
@@ -31,15 +32,6 @@ CLI = [sys.executable, "-c", "from dybench.cli import main; main()"]
 def dybench(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "COLUMNS": "200"})
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr + result.stdout
-    message = result.stderr.strip()
-    assert len(message.splitlines()) == 1, message
-    for fragment in fragments:
-        assert fragment in message, message
 
 
 def hashes(folder: Path) -> dict[str, str]:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_errors import assert_one_line_error
 from dybench.data import load_data
 from dybench.evaluate import TEST_SLEEP_ENV, run_eval
 
@@ -35,15 +36,6 @@ def prediction_ids(run: Path) -> list[str]:
 
 def scores_of(run: Path) -> dict:
     return json.loads((run / "scores.json").read_text())
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr + result.stdout
-    message = result.stderr.strip()
-    assert len(message.splitlines()) == 1, message
-    for fragment in fragments:
-        assert fragment in message, message
 
 
 @pytest.fixture
