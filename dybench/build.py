@@ -25,6 +25,7 @@ import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
 from dybench.data import MANIFEST, pydantic_message
+from dybench.atomic import write_text_atomic
 from dybench.errors import DyBenchError
 from dybench.schema import Item, letter, letter_index
 from dybench.synth import GENERATOR_VERSION, GENERATORS
@@ -114,12 +115,6 @@ def _write_rows(manifest: Path, rows: Iterable[dict]) -> None:
         os.close(fd)
 
 
-def _replace_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def _prepare_folder(out: Path, config: BuildConfig) -> None:
     out.mkdir(parents=True, exist_ok=True)
     saved = out / BUILD_CONFIG
@@ -137,7 +132,7 @@ def _prepare_folder(out: Path, config: BuildConfig) -> None:
     elif (out / MANIFEST).exists():
         raise DyBenchError(f"{out / MANIFEST} exists but was not written by build-pairs; use a new --out folder")
     else:
-        _replace_text(saved, config.model_dump_json(indent=2) + "\n")
+        write_text_atomic(saved, config.model_dump_json(indent=2) + "\n")
 
 
 # Workers start from a clean server process, not a fork of this one: forking a process whose
@@ -158,7 +153,7 @@ def _run_jobs(
     manifest = out / MANIFEST
     finished = _read_finished_rows(manifest, out)
     # Rewrite the manifest without torn or incomplete jobs before appending anything new.
-    _replace_text(manifest, "".join(json.dumps(r, sort_keys=True) + "\n" for rows in finished.values() for r in rows))
+    write_text_atomic(manifest, "".join(json.dumps(r, sort_keys=True) + "\n" for rows in finished.values() for r in rows))
     pending = [(name, fn, args) for name, fn, args in jobs if name not in finished]
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -204,9 +199,10 @@ def _run_jobs(
 def _finish(out: Path, jobs: list[str], rows_by_job: dict[str, list[dict]], config: BuildConfig,
             built: int) -> BuildSummary:
     rows = [row for name in jobs for row in rows_by_job[name]]
-    for leftover in (out / "videos").glob(".*.partial"):  # clips a killed run had half written
+    # clips, manifests or cards a killed run had half written
+    for leftover in [*out.glob(".*.partial"), *(out / "videos").glob(".*.partial")]:
         leftover.unlink()
-    _replace_text(out / MANIFEST, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    write_text_atomic(out / MANIFEST, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
     summary = summarize(out, [Item.model_validate(r) for r in rows], config, built, len(jobs) - built)
     write_card(out, summary)
     return summary
@@ -575,7 +571,7 @@ def card_text(summary: BuildSummary, name: str | None = None) -> str:
 
 
 def write_card(out: Path, summary: BuildSummary) -> None:
-    _replace_text(out / CARD, card_text(summary))
+    write_text_atomic(out / CARD, card_text(summary))
 
 
 __all__ = ["BuildSummary", "BuildConfig", "build_synthetic", "build_from_videos", "summarize", "card_text"]

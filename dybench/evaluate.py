@@ -31,6 +31,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from dybench.atomic import write_json_atomic
 from dybench.backends.base import Backend, Request, Response, Sampling
 from dybench.data import Dataset, load_data
 from dybench.errors import DyBenchError
@@ -52,7 +53,6 @@ from dybench.store import (
     parse_shard,
     read_predictions,
     shard_items,
-    write_json_atomic,
 )
 from dybench.video import SampledClip, load_clip
 

@@ -22,7 +22,8 @@ from pydantic import ValidationError
 from dybench.data import Dataset, load_data, pydantic_message
 from dybench.errors import DyBenchError
 from dybench.schema import Prediction
-from dybench.store import SCORES, write_json_atomic
+from dybench.atomic import write_json_atomic
+from dybench.store import SCORES
 
 
 def _rows(path: Path) -> list[tuple[str, Any]]:

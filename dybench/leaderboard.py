@@ -15,13 +15,12 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
 
+from dybench.atomic import write_atomic
 from dybench.errors import DyBenchError
 from dybench.probe_suite import PROBE_COLUMNS
 
@@ -214,30 +213,6 @@ def merge_rows(existing: pd.DataFrame | None, rows: pd.DataFrame) -> pd.DataFram
     new_keys = set(map(tuple, rows[KEY].astype(str).to_numpy()))
     kept = existing[[tuple(k) not in new_keys for k in existing[KEY].astype(str).to_numpy()]]
     return normalise(pd.concat([kept, rows], ignore_index=True))
-
-
-# --- atomic writes ----------------------------------------------------------------------------
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; published files are for everyone to read
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def csv_bytes(frame: pd.DataFrame) -> bytes:

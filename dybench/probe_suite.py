@@ -138,8 +138,7 @@ def run_probe_suite(
     OUT/probes.json and OUT/probes.png. `run_options` are those of `plan_run` (limit, batch_size,
     shard, num_frames, fps, max_frames, min_pixels, max_pixels, sampling), the same for every run."""
     from dybench.evaluate import execute_run, plan_run, start_backend
-    from dybench.leaderboard import write_atomic
-    from dybench.store import write_json_atomic
+    from dybench.atomic import write_atomic, write_json_atomic
 
     out = Path(out)
     console = console or Console(stderr=True)

@@ -22,6 +22,7 @@ from typing import Any, Iterable
 
 from pydantic import BaseModel, Field, ValidationError
 
+from dybench.atomic import write_json_atomic
 from dybench.data import pydantic_message
 from dybench.errors import DyBenchError
 from dybench.prompts import PromptTemplate
@@ -126,18 +127,6 @@ def package_versions() -> dict[str, str]:
 
 def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temp file, fsync it, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    with tmp.open("w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=False)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
 
 
 def read_run_config(run_dir: Path) -> RunConfig:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import struct
@@ -20,7 +19,8 @@ from dybench.leaderboard import publish, read_board
 from dybench.metrics import score_predictions
 from dybench.prompts import LETTERED
 from dybench.schema import Item, Prediction
-from dybench.store import DatasetRef, RunConfig, write_json_atomic
+from dybench.atomic import write_json_atomic
+from dybench.store import DatasetRef, RunConfig
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")

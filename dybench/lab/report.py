@@ -12,6 +12,8 @@ import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dybench.atomic import write_text_atomic
+
 if TYPE_CHECKING:
     from dybench.lab.shortcut import CurvePoint, RunResult, ShortcutSettings
 
@@ -34,13 +36,7 @@ def write_report(out: Path, settings: ShortcutSettings, results: list[RunResult]
                  elapsed_s: float, invocations: int = 1) -> None:
     write_results(out / RESULTS, results)
     plot_curves(out, settings, warm_point, out / CURVES)
-    _replace(out / SUMMARY, summary_text(settings, results, elapsed_s, invocations))
-
-
-def _replace(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_text_atomic(out / SUMMARY, summary_text(settings, results, elapsed_s, invocations))
 
 
 def write_results(path: Path, results: list[RunResult]) -> None:

@@ -30,6 +30,7 @@ from typing import Any, Callable, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
 
+from dybench.atomic import write_text_atomic
 from dybench.data import pydantic_message
 from dybench.errors import DyBenchError
 from dybench.lab.shortcut_data import build_splits, shortcut_rate
@@ -148,9 +149,7 @@ def prepare_folder(out: Path, settings: ShortcutSettings) -> None:
     if out.exists() and any(out.iterdir()):
         raise DyBenchError(f"{out} is not empty and holds no shortcut experiment; use a new --out folder")
     out.mkdir(parents=True, exist_ok=True)
-    tmp = saved.with_name(saved.name + ".partial")
-    tmp.write_text(settings.model_dump_json(indent=2) + "\n")
-    tmp.replace(saved)
+    write_text_atomic(saved, settings.model_dump_json(indent=2) + "\n")
 
 
 # --- training ------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 import yaml
 
+from dybench.atomic import write_text_atomic
 from dybench.data import Dataset, load_data
 from dybench.errors import DyBenchError
 from dybench.prompts import extract_choice, render_prompt
@@ -242,10 +243,7 @@ class Trainer:
 
     def _write_config(self) -> None:
         if self.accelerator.is_main_process:
-            path = self.config.out / CONFIG_FILE
-            tmp = path.with_name(path.name + ".partial")
-            tmp.write_text(self.config.to_yaml())
-            tmp.replace(path)
+            write_text_atomic(self.config.out / CONFIG_FILE, self.config.to_yaml())
 
     def _restore(self) -> None:
         found = latest_checkpoint(self.config.out)
