@@ -17,6 +17,7 @@ from dybench.cli.score import score_command
 from dybench.cli.tasks import list_tasks
 from dybench.cli.train import train_command
 from dybench.errors import DyBenchError
+from dybench.signals import interrupt_exit_code, terminate_as_interrupt
 
 app = typer.Typer(
     name="dybench",
@@ -46,11 +47,25 @@ app.command("demo")(demo_command)
 
 
 def main() -> None:
-    """Console entry point: a DyBenchError becomes one red line and exit code 2, no traceback."""
+    """Console entry point. A DyBenchError or an OS error (disk full, permission denied) becomes one
+    red line and exit code 2, no traceback; SIGTERM is handled like Ctrl-C (see dybench.signals), and
+    an interrupt that escaped a command's own handler still exits 130/143 without a traceback."""
+    terminate_as_interrupt()
     try:
         app()
     except DyBenchError as exc:
         fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted", code=interrupt_exit_code())
+    except OSError as exc:
+        fail(os_error_message(exc))
+
+
+def os_error_message(exc: OSError) -> str:
+    """`[Errno 28] No space left on device: 'x'` as `x: no space left on device`."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    reason = (exc.strerror or str(exc)).lower()
+    return f"{where}{reason}"
 
 
 __all__ = ["app", "main", "console"]

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from dybench.build import BuildSummary, build_from_videos, build_synthetic
+from dybench.signals import interrupt_exit_code
 from dybench.cli.common import console, err_console
 from dybench.errors import DyBenchError
 
@@ -50,7 +51,7 @@ def build_pairs_command(
                          from_videos, annotations, progress)
     except KeyboardInterrupt:
         err_console.print(f"interrupted: finished pairs are kept in {out}; rerun the same command to resume")
-        raise typer.Exit(130) from None
+        raise typer.Exit(interrupt_exit_code()) from None
     print_summary(summary)
 
 

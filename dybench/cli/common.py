@@ -5,11 +5,14 @@ from __future__ import annotations
 from typing import NoReturn
 
 from rich.console import Console
+from rich.markup import escape
 
 console = Console()
 err_console = Console(stderr=True)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """One red line on stderr and exit `code`. The message is escaped: a model name, category or path
+    that contains rich markup (`[/]`) is printed as written, not interpreted."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise SystemExit(code)

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from dybench.backends.base import Sampling
+from dybench.signals import interrupt_exit_code
 from dybench.cli.common import console, err_console, fail
 
 BACKENDS = ("vllm", "openai", "hf", "baseline")
@@ -115,9 +116,9 @@ def eval_command(
             progress=progress, console=err_console, probe=probe,
         )
     except EvalInterrupted as exc:
-        fail(str(exc), code=130)
+        fail(str(exc), code=interrupt_exit_code())
     except KeyboardInterrupt:  # before the first batch: nothing to keep
-        fail("interrupted before any item was evaluated", code=130)
+        fail("interrupted before any item was evaluated", code=interrupt_exit_code())
     print_summary(scores, title=f"{model} on {data}" + (f" (probe: {probe})" if probe else ""))
     console.print(f"wrote {out / 'predictions.jsonl'}, {out / 'run.json'}, {out / 'scores.json'}")
 

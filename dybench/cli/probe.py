@@ -10,6 +10,7 @@ from rich import box
 from rich.table import Table
 
 from dybench.backends.base import Sampling
+from dybench.signals import interrupt_exit_code
 from dybench.cli.common import console, err_console, fail
 from dybench.cli.eval import BACKENDS
 from dybench.probes import PROBES
@@ -128,9 +129,9 @@ def probe_command(
             sampling=Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed),
         )
     except EvalInterrupted as exc:
-        fail(str(exc), code=130)
+        fail(str(exc), code=interrupt_exit_code())
     except KeyboardInterrupt:
-        fail("interrupted before any item was evaluated; rerun the same command to resume", code=130)
+        fail("interrupted before any item was evaluated; rerun the same command to resume", code=interrupt_exit_code())
     for table in probe_tables(summary, f"{model} on {summary.dataset}"):
         console.print(table)
     for line in summary_lines(summary):

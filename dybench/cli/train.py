@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from dybench.signals import interrupt_exit_code
 from dybench.cli.common import console, fail
 
 ALGOS = ("crpo", "grpo", "t-grpo", "sft")
@@ -93,7 +94,7 @@ def train_command(
     try:
         result = trainer.train()
     except KeyboardInterrupt:  # during model loading, before the loop's own handler is installed
-        fail("interrupted before the first update: nothing to save", code=130)
+        fail("interrupted before the first update: nothing to save", code=interrupt_exit_code())
     if main_process:
         console.print(f"[green]done[/]: checkpoint in {result} (metrics.jsonl alongside); "
                       f"evaluate with `dybench eval --model {result} --backend hf --data ... --out ...`")

@@ -1,0 +1,25 @@
+"""Reading a user's text file: UTF-8 with or without a byte-order mark, and a one-line error that
+names the file, line and byte when it is not UTF-8 (instead of a UnicodeDecodeError traceback)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dybench.errors import DyBenchError
+
+
+def decode_text(data: bytes, source: str | Path) -> str:
+    """`data` as text (a leading BOM dropped); `source` names it in the error."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DyBenchError(
+            f"{source}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            "save the file as UTF-8"
+        ) from None
+
+
+def read_text(path: str | Path) -> str:
+    """The text of `path`, decoded as `decode_text` does."""
+    return decode_text(Path(path).read_bytes(), path)
