@@ -3,9 +3,14 @@ bootstrap intervals and the diagnostics that expose shortcuts.
 
 Definitions (rates are fractions in [0, 1]):
 
-- an item is right when its prediction's letter equals the answer; a missing prediction, an
-  error or an invalid answer is wrong, and is counted (`n_missing`, `n_invalid`), never dropped;
+- every item has exactly one outcome: right (`n_correct`), a valid but wrong letter (`n_wrong`),
+  an unreadable answer (`n_invalid`), a failed request or unreadable video (`n_errors`, even when
+  the row also carries a letter) or no prediction at all (`n_missing`); the five add up to
+  `n_items`. Only the first is right: nothing is dropped;
 - Acc = right items / all items of the dataset;
+- "the same answer" within a pair means the same option: by letter where the pair's items list
+  their options in one order, by option text where they list the same options in different orders
+  (a release that shuffles options per video; see `pair_compares_text`);
 - a *contrast pair* is a pair_id whose items have different correct answers (every DyBench and
   TimeBlind pair); P-Acc = contrast pairs with every item right / contrast pairs. A model that
   always gives the same answer therefore scores exactly 0. Pairs whose items share the answer
@@ -13,6 +18,8 @@ Definitions (rates are fractions in [0, 1]):
   (`n_unpaired_items`) counts for Acc only;
 - answer-change rate: over contrast pairs where every item got a valid answer, the share where the
   model's answers differ (its complement, `same_answer_rate`, is the shortcut signal);
+- Acc on original vs counterfactual clips only where the data records which clip was transformed
+  (our manifests); elsewhere (`transforms_known` false) those four fields are None;
 - intervals: 95% percentile bootstrap, resampling pairs (items of a pair move together), seeded,
   so the same predictions always give the same interval.
 """
@@ -20,7 +27,7 @@ Definitions (rates are fractions in [0, 1]):
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,11 +35,15 @@ import pandas as pd
 
 from dybench import __version__
 from dybench.data import Dataset
+from dybench.official import normalise_text
 from dybench.schema import Item, Prediction, letter_index
 
 N_BOOTSTRAP = 1000
 BOOTSTRAP_SEED = 0
 LEVEL = 0.95
+FAMILIES_WITH_TRANSFORMS = frozenset({"synthetic"})
+"""Families whose items say which clip is the original and which the counterfactual. The official
+release and TimeBlind pair real videos: their loaders mark every item "original"."""
 
 
 def _rate(numerator: float, denominator: float) -> float | None:
@@ -75,12 +86,36 @@ def predicted_letter(item: Item, prediction: Prediction, family: str) -> str | N
     return _valid_letter(prediction.pred, len(item.options))
 
 
+def pair_compares_text(members: Sequence[Item]) -> bool:
+    """Whether answers within this pair are compared by option text rather than letter: true when
+    its items offer the same options in different orders, so one letter names different options.
+    In one order, letter and text agree; with different option sets (TimeBlind's Yes/No beside
+    A/B) only the position is shared, so the letter it is."""
+    texts = [[normalise_text(option) for option in member.options] for member in members]
+    reordered = any(other != texts[0] for other in texts[1:])
+    return reordered and all(sorted(other) == sorted(texts[0]) for other in texts[1:])
+
+
+def answer_identity(item: Item, answer: str | None, by_text: bool) -> str | None:
+    """What a letter `answer` of `item` is compared by within its pair (see `pair_compares_text`)."""
+    if answer is None or not by_text:
+        return answer
+    return normalise_text(item.options[letter_index(answer)])
+
+
 def item_table(dataset: Dataset, predictions: Mapping[str, Prediction]) -> pd.DataFrame:
-    """One row per dataset item: what was asked, what came back, and whether it was right."""
+    """One row per dataset item: what was asked, what came back, its one outcome (correct, wrong,
+    invalid, error or missing), and the identities its answers are compared by within its pair."""
+    members: dict[str, list[Item]] = {}
+    for item in dataset.items:
+        members.setdefault(item.pair_id, []).append(item)
+    by_text = {pair_id: pair_compares_text(group) for pair_id, group in members.items()}
     records = []
     for item in dataset.items:
         prediction = predictions.get(item.id)
-        pred = predicted_letter(item, prediction, dataset.family) if prediction is not None else None
+        error = prediction is not None and prediction.error is not None
+        # A failed request has no answer, even where the row also carries a letter.
+        pred = predicted_letter(item, prediction, dataset.family) if prediction is not None and not error else None
         records.append(
             {
                 "id": item.id,
@@ -91,16 +126,18 @@ def item_table(dataset: Dataset, predictions: Mapping[str, Prediction]) -> pd.Da
                 "transform": item.transform,
                 "answer": item.answer,
                 "pred": pred,
+                "answer_identity": answer_identity(item, item.answer, by_text[item.pair_id]),
+                "pred_identity": answer_identity(item, pred, by_text[item.pair_id]),
                 "missing": prediction is None,
-                "error": prediction is not None and prediction.error is not None,
-                "invalid": prediction is not None and pred is None,
+                "error": error,
+                "invalid": prediction is not None and not error and pred is None,
                 "correct": pred is not None and pred == item.answer,
             }
         )
     return pd.DataFrame.from_records(
         records,
         columns=["id", "pair_id", "task", "category", "kind", "transform", "answer", "pred",
-                 "missing", "error", "invalid", "correct"],
+                 "answer_identity", "pred_identity", "missing", "error", "invalid", "correct"],
     )
 
 
@@ -116,10 +153,10 @@ def pair_table(items: pd.DataFrame) -> pd.DataFrame:
             "task": grouped["task"].first(),
             "n": grouped.size(),
             "n_correct": grouped["correct"].sum(),
-            "contrast": grouped["answer"].nunique() > 1,
+            "contrast": grouped["answer_identity"].nunique() > 1,
             "all_correct": grouped["correct"].all(),
-            "answered": grouped["pred"].apply(lambda p: bool(p.notna().all())),
-            "same_answer": grouped["pred"].apply(lambda p: bool(p.notna().all() and p.nunique() == 1)),
+            "answered": grouped["pred_identity"].apply(lambda p: bool(p.notna().all())),
+            "same_answer": grouped["pred_identity"].apply(lambda p: bool(p.notna().all() and p.nunique() == 1)),
         }
     ).reset_index()
     return pairs
@@ -164,20 +201,29 @@ def _group_scores(items: pd.DataFrame, pairs: pd.DataFrame, name: str, seed: int
     }
 
 
-def _shortcut_diagnostics(items: pd.DataFrame, pairs: pd.DataFrame) -> dict[str, Any]:
+def _shortcut_diagnostics(items: pd.DataFrame, pairs: pd.DataFrame, transforms_known: bool) -> dict[str, Any]:
     contrast_answered = pairs[pairs["contrast"] & (pairs["n"] > 1) & pairs["answered"]]
     same = _rate(contrast_answered["same_answer"].sum(), len(contrast_answered))
-    original = items[items["transform"] == "original"]
-    counterfactual = items[items["transform"] != "original"]
-    return {
+    diagnostics: dict[str, Any] = {
         "same_answer_rate": same,
         "answer_change_rate": None if same is None else 1.0 - same,
         "n_pairs_answered": int(len(contrast_answered)),
-        "acc_original": _rate(original["correct"].sum(), len(original)),
-        "acc_counterfactual": _rate(counterfactual["correct"].sum(), len(counterfactual)),
-        "n_original": int(len(original)),
-        "n_counterfactual": int(len(counterfactual)),
+        "transforms_known": transforms_known,
+        "acc_original": None,
+        "acc_counterfactual": None,
+        "n_original": None,
+        "n_counterfactual": None,
     }
+    if transforms_known:
+        original = items[items["transform"] == "original"]
+        counterfactual = items[items["transform"] != "original"]
+        diagnostics.update(
+            acc_original=_rate(original["correct"].sum(), len(original)),
+            acc_counterfactual=_rate(counterfactual["correct"].sum(), len(counterfactual)),
+            n_original=int(len(original)),
+            n_counterfactual=int(len(counterfactual)),
+        )
+    return diagnostics
 
 
 def timeblind_block(dataset: Dataset, predictions: Mapping[str, Prediction] | None = None,
@@ -220,7 +266,7 @@ def score_predictions(dataset: Dataset, predictions: Mapping[str, Prediction] | 
     items = item_table(dataset, by_id)
     pairs = pair_table(items)
     overall = _group_scores(items, pairs, "all", seed)
-    answered = len(items) - int(items["missing"].sum())
+    replied = len(items) - int(items["missing"].sum()) - int(items["error"].sum())
     control = pairs[~pairs["contrast"] & (pairs["n"] > 1)]
     known = {item.id for item in dataset.items}
     scores: dict[str, Any] = {
@@ -228,13 +274,15 @@ def score_predictions(dataset: Dataset, predictions: Mapping[str, Prediction] | 
         "family": dataset.family,
         "dataset_fingerprint": dataset.fingerprint,
         **overall,
-        "n_missing": int(items["missing"].sum()),
+        "n_correct": int(items["correct"].sum()),
+        "n_wrong": int((items["pred"].notna() & ~items["correct"]).sum()),
         "n_invalid": int(items["invalid"].sum()),
         "n_errors": int(items["error"].sum()),
-        "invalid_rate": _rate(items["invalid"].sum(), answered),
+        "n_missing": int(items["missing"].sum()),
+        "invalid_rate": _rate(items["invalid"].sum(), replied),
         "n_unpaired_items": int(pairs.loc[pairs["n"] == 1, "n"].sum()) if not pairs.empty else 0,
         "n_unknown_predictions": sum(1 for key in by_id if key not in known),
-        "diagnostics": _shortcut_diagnostics(items, pairs),
+        "diagnostics": _shortcut_diagnostics(items, pairs, dataset.family in FAMILIES_WITH_TRANSFORMS),
         "control": {
             "n_pairs": int(len(control)),
             "pair_consistency": _rate(control["all_correct"].sum(), len(control)),

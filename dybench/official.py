@@ -94,7 +94,8 @@ def parse_spec(spec: str | Path) -> tuple[Path, Path | None]:
     return Path(text), None
 
 
-def _normalise(text: str) -> str:
+def normalise_text(text: str) -> str:
+    """Text as compared when matching answers and options: lower case, punctuation as spaces, spacing folded."""
     return " ".join(re.sub(r"[^\w\s]", " ", str(text).lower()).split())
 
 
@@ -106,15 +107,15 @@ def answer_letter(answer: Any, options: list[str]) -> str | None:
     punctuation) first, else a letter such as "B", "(B)" or "B." within range."""
     if not isinstance(answer, str) or not answer.strip():
         return None
-    wanted = _normalise(answer)
-    matches = [i for i, option in enumerate(options) if _normalise(option) == wanted]
+    wanted = normalise_text(answer)
+    matches = [i for i, option in enumerate(options) if normalise_text(option) == wanted]
     if len(matches) == 1:
         return letter(matches[0])
     # MVBench-style "(A) text": a letter prefix followed by one option's text.
     prefixed = re.match(r"^\(?([A-Z])[).:]\s*(.+)$", answer.strip())
     if prefixed and LETTERS.index(prefixed.group(1)) < len(options):
         index = LETTERS.index(prefixed.group(1))
-        if _normalise(options[index]) == _normalise(prefixed.group(2)):
+        if normalise_text(options[index]) == normalise_text(prefixed.group(2)):
             return prefixed.group(1)
     lone = _LETTER_ANSWER.match(answer.strip())
     if lone and LETTERS.index(lone.group(1)) < len(options):
@@ -147,11 +148,11 @@ def _resolve_video(folder: Path, category: str, video: str, roots: list[str], wh
 
 
 def _question_key(question: str, options: list[str]) -> tuple[str, tuple[str, ...]]:
-    return _normalise(question), tuple(sorted(_normalise(o) for o in options))
+    return normalise_text(question), tuple(sorted(normalise_text(o) for o in options))
 
 
 def _answer_text(row: dict[str, Any]) -> str:
-    return _normalise(row["options"][letter_index(row["answer"])])
+    return normalise_text(row["options"][letter_index(row["answer"])])
 
 
 def recover_pairs(rows: list[dict[str, Any]], mapping: OfficialMapping) -> list[str | None]:

@@ -67,12 +67,31 @@ def test_missing_and_invalid_predictions_count_as_wrong_and_are_reported():
     rows[1] = Prediction(id=rows[1].id, key="k", output=None, pred=None, error="unreadable video")
     scores = score_predictions(dataset, rows)
     assert scores["n_items"] == 16 and scores["n_missing"] == 2
-    assert scores["n_invalid"] == 2 and scores["n_errors"] == 1
-    assert scores["invalid_rate"] == 2 / 14
+    assert scores["n_invalid"] == 1 and scores["n_errors"] == 1  # a failed request is an error, not also invalid
+    assert scores["invalid_rate"] == 1 / 13  # of the 13 items that got a reply
     assert scores["acc"] == 12 / 16 and scores["p_acc"] == 6 / 8
     assert scores["missing_examples"] == ["moving_direction-0-original", "moving_direction-0-hflip"]
     # a pair with an unanswered item has no "same answer" verdict
     assert scores["diagnostics"]["n_pairs_answered"] == 6
+
+
+def test_every_item_is_counted_in_exactly_one_outcome():
+    dataset = make_dataset()
+    rows = {row.id: row for row in answers(dataset, lambda i: i.answer)}
+    ids = [item.id for item in dataset.items]
+    del rows[ids[0]]                                                                  # missing
+    rows[ids[1]] = Prediction(id=ids[1], key="k", output=None, error="timeout")     # error, no answer
+    rows[ids[2]] = Prediction(id=ids[2], key="k", output="A", pred="A", error="x")  # error beside an answer
+    rows[ids[3]] = Prediction(id=ids[3], key="k", output="hm", pred=None)            # invalid
+    rows[ids[4]] = Prediction(id=ids[4], key="k", output="Z", pred="Z")              # invalid: no such option
+    wrong = next(letter for letter in "ABCD" if letter != dataset.items[5].answer)
+    rows[ids[5]] = Prediction(id=ids[5], key="k", output=wrong, pred=wrong)          # wrong
+    scores = score_predictions(dataset, rows)
+    outcomes = {name: scores[name] for name in ("n_correct", "n_wrong", "n_invalid", "n_errors", "n_missing")}
+    assert outcomes == {"n_correct": 10, "n_wrong": 1, "n_invalid": 2, "n_errors": 2, "n_missing": 1}
+    assert sum(outcomes.values()) == scores["n_items"] == 16
+    assert scores["acc"] == 10 / 16  # an errored row counts as wrong even when it carries a letter
+    assert scores["invalid_rate"] == 2 / 13
 
 
 def test_letters_out_of_range_are_invalid_not_right_or_wrong_options():
@@ -95,6 +114,39 @@ def test_intervals_are_reproducible_and_contain_the_estimate():
     assert perfect["p_acc_ci"] == [1.0, 1.0]
 
 
+def _binomial_quantile(n: int, p: float, q: float) -> float:
+    """The q-quantile of Binomial(n, p) / n, summed exactly from the probability mass function."""
+    from math import comb
+
+    total = 0.0
+    for k in range(n + 1):
+        total += comb(n, k) * p ** k * (1 - p) ** (n - k)
+        if total >= q:
+            return k / n
+    return 1.0
+
+
+def test_intervals_resample_whole_pairs_not_single_items():
+    """40 pairs, 20 with both items right and 20 with both wrong. Drawing pairs, Acc over a resample
+    is Binomial(40, 1/2) / 40 (95% within about [0.35, 0.65]); drawing the 80 items one by one
+    would give Binomial(80, 1/2) / 80, about [0.39, 0.61]. The interval must be the pairs' one."""
+    items = []
+    for pair in range(40):
+        items += [item(pair, "original", "A", n_options=2), item(pair, "hflip", "B", n_options=2)]
+    dataset = Dataset("pairs", "synthetic", Path("."), items, "fp")
+    half_right = answers(dataset, lambda i: i.answer if int(i.pair_id.split("-")[-1]) < 20 else "BA"[i.answer == "B"])
+    scores = score_predictions(dataset, half_right)
+    assert scores["acc"] == 0.5 and scores["p_acc"] == 0.5 and scores["n_pairs"] == 40
+    pair_low, pair_high = _binomial_quantile(40, 0.5, 0.025), _binomial_quantile(40, 0.5, 0.975)
+    item_low, item_high = _binomial_quantile(80, 0.5, 0.025), _binomial_quantile(80, 0.5, 0.975)
+    assert (pair_low, pair_high) == (0.35, 0.65) and (item_low, item_high) == (0.3875, 0.6125)
+    step = 1 / 40  # 1000 draws put the empirical quantiles within one pair of the exact ones
+    for name in ("acc_ci", "p_acc_ci"):
+        low, high = scores[name]
+        assert abs(low - pair_low) <= step and abs(high - pair_high) <= step, (name, low, high)
+        assert high - low > (item_high - item_low) + step, (name, low, high)
+
+
 def test_static_control_pairs_are_reported_apart_from_pair_accuracy():
     dataset = make_dataset()
     static = [item(9, "original", "A", "static", kind="static", task="static_color"),
@@ -104,6 +156,41 @@ def test_static_control_pairs_are_reported_apart_from_pair_accuracy():
     assert scores["p_acc"] == 0.0 and scores["n_pairs"] == 8
     assert scores["control"] == {"n_pairs": 1, "pair_consistency": 1.0}
     assert scores["per_category"]["static"]["n_pairs"] == 0 and scores["per_category"]["static"]["p_acc"] is None
+
+
+def test_original_versus_counterfactual_is_reported_where_the_data_records_transforms():
+    scores = score_predictions(make_dataset(), answers(make_dataset(), lambda i: i.answer))
+    assert scores["diagnostics"]["transforms_known"] is True
+    assert scores["diagnostics"]["n_original"] == 8 and scores["diagnostics"]["n_counterfactual"] == 8
+
+
+def _pair(options_a: list[str], answer_a: str, options_b: list[str], answer_b: str) -> Dataset:
+    common = {"pair_id": "p", "task": "t", "category": "c", "question": "?"}
+    return Dataset("two", "synthetic", Path("."), [
+        Item(id="a", video="a.mp4", options=options_a, answer=answer_a, **common),
+        Item(id="b", video="b.mp4", options=options_b, answer=answer_b, transform="hflip", **common),
+    ], "fp")
+
+
+def _verdict(dataset: Dataset, pred_a: str, pred_b: str) -> tuple[int, int, float]:
+    scores = score_predictions(dataset, [Prediction(id="a", key="k", pred=pred_a), Prediction(id="b", key="k", pred=pred_b)])
+    return scores["n_pairs"], scores["control"]["n_pairs"], scores["diagnostics"]["same_answer_rate"]
+
+
+def test_a_pair_whose_options_are_reordered_is_judged_by_option_text():
+    reordered = _pair(["left", "right"], "A", ["Right", "left"], "A")  # answers "left" and "Right"
+    assert _verdict(reordered, "A", "A") == (1, 0, 0.0)  # different texts: a contrast pair, answers differ
+    assert _verdict(reordered, "A", "B") == (1, 0, 1.0)  # "left" twice: the same answer
+    static = _pair(["red", "blue"], "A", ["blue", "red"], "B")  # "red" on both clips: a control pair
+    assert _verdict(static, "A", "B")[:2] == (0, 1)
+
+
+def test_a_pair_with_different_option_texts_is_judged_by_letter():
+    # TimeBlind-style: the same choice written Yes/No on one clip and A/B on the other
+    mixed = _pair(["Yes", "No"], "A", ["A", "B"], "B")
+    assert _verdict(mixed, "A", "A") == (1, 0, 1.0)
+    same_order = _pair(["left", "right"], "A", ["left", "right"], "B")
+    assert _verdict(same_order, "B", "B") == (1, 0, 1.0)
 
 
 def test_predictions_for_unknown_items_are_counted_not_scored():

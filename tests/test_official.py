@@ -123,3 +123,60 @@ def test_score_command_scores_our_prediction_rows_on_official_data(tmp_path):
     scores = json.loads((tmp_path / "scored" / "scores.json").read_text())
     # md pair 2 lacks md-4: missing counts as wrong; 2 of 3 pairs right
     assert scores["n_missing"] == 2 and scores["p_acc"] == 2 / 3 and scores["acc"] == 5 / 7
+
+
+def write_shuffled_release(root: Path) -> Path:
+    """A release that shuffles the options per video: the car and the event pair have answer "A" on
+    both rows, though the answer *texts* differ (left vs right, pour vs stir)."""
+    (root / "json").mkdir(parents=True)
+    direction = [
+        {"video": "car.mp4", "question": "Which way does the car move?", "candidates": ["left", "right", "up", "down"], "answer": "left"},
+        {"video": "car_flip.mp4", "question": "Which way does the car move?", "candidates": ["right", "left", "down", "up"], "answer": "right"},
+        {"video": "ball.mp4", "question": "Which way does the ball move?", "candidates": ["left", "right", "up", "down"], "answer": "up"},
+        {"video": "ball_rev.mp4", "question": "Which way does the ball move?", "candidates": ["down", "up", "left", "right"], "answer": "down"},
+    ]
+    events = [
+        {"video": "e1.mp4", "question": "Which happened first?", "candidates": ["pour", "stir"], "answer": "pour"},
+        {"video": "e2.mp4", "question": "Which happened first?", "candidates": ["stir", "pour"], "answer": "stir"},
+    ]
+    (root / "json" / "moving_direction.json").write_text(json.dumps(direction))
+    (root / "json" / "event_sequence.json").write_text(json.dumps(events))
+    return root
+
+
+def letter_of(item, text: str) -> str:
+    return "ABCD"[item.options.index(text)]
+
+
+def test_pairs_with_shuffled_options_are_compared_by_option_text(tmp_path):
+    dataset = load_data(f"dybench:{write_shuffled_release(tmp_path / 'DyBench')}")
+    assert [item.answer for item in dataset.items] == ["A", "A", "A", "A", "C", "A"]  # event rows first
+    right = [Prediction(id=i.id, key="k", output=i.answer, pred=i.answer) for i in dataset.items]
+    scores = score_predictions(dataset, right)
+    # every pair's answers differ in text, so all three are contrast pairs, none a control pair
+    assert scores["n_pairs"] == 3 and scores["p_acc"] == 1.0 and scores["control"]["n_pairs"] == 0
+    assert scores["per_category"]["event_sequence"]["n_pairs"] == 1
+    # one answer text per question ("left", "up", "pour") is the shortcut: the same answer to both
+    # clips, whatever letter it sits under, and it can never get a pair right
+    fixed = {"Which way does the car move?": "left", "Which way does the ball move?": "up",
+             "Which happened first?": "pour"}
+    same_text = [Prediction(id=i.id, key="k", output="x", pred=letter_of(i, fixed[i.question]))
+                 for i in dataset.items]
+    scores = score_predictions(dataset, same_text)
+    assert scores["p_acc"] == 0.0 and scores["diagnostics"]["same_answer_rate"] == 1.0
+    # always "A" names different options on the two clips: not the same answer
+    letter_a = [Prediction(id=i.id, key="k", output="A", pred="A") for i in dataset.items]
+    scores = score_predictions(dataset, letter_a)
+    assert scores["p_acc"] == 2 / 3 and scores["diagnostics"]["same_answer_rate"] == 0.0
+
+
+def test_original_versus_counterfactual_is_not_reported_for_official_data(tmp_path):
+    dataset = load_data(f"dybench:{write_release(tmp_path / 'DyBench')}")
+    right = [Prediction(id=i.id, key="k", output=i.answer, pred=i.answer) for i in dataset.items]
+    diagnostics = score_predictions(dataset, right)["diagnostics"]
+    # the release does not say which clip of a pair is the counterfactual one
+    assert diagnostics["transforms_known"] is False
+    assert diagnostics["acc_original"] is None and diagnostics["acc_counterfactual"] is None
+    assert diagnostics["n_original"] is None and diagnostics["n_counterfactual"] is None
+    assert diagnostics["same_answer_rate"] == 0.0  # pair diagnostics still apply
+

@@ -322,3 +322,13 @@ def test_score_command_reads_timeblinds_own_prediction_format(tmp_path):
         expected["Acc"], expected["Q_Acc"], expected["V_Acc"], expected["I_Acc"])
     assert tb["i_acc"] == 2 / 3
     assert scores["n_missing"] == 1 and scores["source"]["model"] == "perfect-but-one"
+
+
+def test_original_versus_counterfactual_is_not_reported_on_timeblind(tmp_path):
+    dataset = load_timeblind(write_timeblind(tmp_path / "TimeBlind", n_instances=2))
+    scores = score_predictions(dataset, [Prediction(id=i.id, key="k", output="Yes") for i in dataset.items])
+    diagnostics = scores["diagnostics"]
+    # both videos of an instance are real clips: neither is "the counterfactual"
+    assert diagnostics["transforms_known"] is False
+    assert diagnostics["acc_original"] is None and diagnostics["acc_counterfactual"] is None
+    assert diagnostics["same_answer_rate"] == 1.0
