@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from dybench.data import Dataset, pydantic_message, safe_join
 from dybench.errors import DyBenchError
@@ -50,6 +50,19 @@ class OfficialMapping(BaseModel):
     video_roots: list[str] = Field(default_factory=lambda: ["videos/{category}", "videos", ""])
     pairing: Literal["consecutive", "question"] = "consecutive"
 
+    @field_validator("video_roots")
+    @classmethod
+    def _only_the_category_placeholder(cls, roots: list[str]) -> list[str]:
+        for number, root in enumerate(roots, start=1):
+            try:
+                root.format(category="category")
+            except (KeyError, IndexError, ValueError, AttributeError):
+                raise ValueError(
+                    f"entry {number} uses a placeholder other than {{category}}, the only one there is "
+                    "(write a literal brace as {{ or }})"
+                ) from None
+        return roots
+
 
 def default_mapping_path() -> Path:
     return tasks_dir() / "mappings" / "official.yaml"
@@ -73,14 +86,18 @@ def load_mapping(folder: Path, override: Path | None = None) -> tuple[OfficialMa
     """The default mapping, then `folder/mapping.yaml`, then `override`; and the files used."""
     used = [default_mapping_path()]
     data = _read_yaml(used[0])
+    set_by = dict.fromkeys(data, used[0])  # top-level key -> the last file that set it
     for candidate in (folder / USER_MAPPING, override):
         if candidate is not None and (candidate == override or candidate.is_file()):
-            data = _merge(data, _read_yaml(candidate))
+            layer = _read_yaml(candidate)
+            data = _merge(data, layer)
+            set_by.update(dict.fromkeys(layer, candidate))
             used.append(candidate)
     try:
         return OfficialMapping.model_validate(data), used
     except ValidationError as exc:
-        raise DyBenchError(f"{used[-1]}: {pydantic_message(exc)}") from None
+        key = str(exc.errors()[0]["loc"][0]) if exc.errors()[0]["loc"] else None
+        raise DyBenchError(f"{set_by.get(key, used[-1])}: {pydantic_message(exc)}") from None
 
 
 def parse_spec(spec: str | Path) -> tuple[Path, Path | None]:
@@ -215,6 +232,11 @@ def _parse_rows(path: Path, category: str, folder: Path, mapping: OfficialMappin
         options = _field(row, names.options, where)
         if not isinstance(options, list) or len(options) < 2 or not all(isinstance(o, str) for o in options):
             raise DyBenchError(f"{where}: field {names.options!r} must be a list of at least two option texts")
+        if len(options) > len(LETTERS):
+            raise DyBenchError(
+                f"{where}: field {names.options!r} has {len(options)} options; at most {len(LETTERS)} "
+                "can be asked (one letter A-Z each)"
+            )
         question = _field(row, names.question, where)
         video = _field(row, names.video, where)
         if not isinstance(question, str) or not isinstance(video, str) or not video:

@@ -12,11 +12,11 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from dybench.errors import DyBenchError
 from dybench.schema import Item, Kind, TransformName, letter, letter_index
+from dybench.yaml_files import read_yaml_mapping
 
 TRANSFORMS: tuple[TransformName, ...] = ("hflip", "reverse", "swap_segments")
 
@@ -100,11 +100,9 @@ class UnknownTaskError(DyBenchError):
 
 
 def load_task_file(path: Path) -> Task:
+    data = read_yaml_mapping(path, "task file", "a task file must be a YAML mapping (name:, category:, kind:, variants:)")
     try:
-        data = yaml.safe_load(path.read_text())
         return Task.model_validate(data)
-    except yaml.YAMLError as exc:
-        raise DyBenchError(f"{path}: not valid YAML ({exc})") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])

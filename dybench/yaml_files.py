@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,26 @@ def read_yaml_mapping(path: Path, kind: str, shape: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise DyBenchError(f"{path}: not valid YAML ({exc})") from None
+        raise DyBenchError(f"{path}{_position(exc)}: not valid YAML ({_problem(exc)})") from None
     if not isinstance(data, dict):
         raise DyBenchError(f"{path}: {shape}")
     return data
+
+
+# YAML's own messages quote the offending line; a mistyped path could point at a file of secrets,
+# so errors say where (line, column) and what (the parser's problem) only, with quoted text from the
+# file masked. Quoted tokens of the grammar (',', '<stream end>') stay.
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_GRAMMAR_TOKEN = re.compile(r"'(<[a-z ]+>|[^\w\s])'")
+
+
+def _position(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    return f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+
+
+def _problem(exc: yaml.YAMLError) -> str:
+    problem = getattr(exc, "problem", None)
+    if not problem:
+        return "cannot parse it"
+    return _QUOTED.sub(lambda quoted: quoted[0] if _GRAMMAR_TOKEN.fullmatch(quoted[0]) else "'...'", problem)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from cli_errors import assert_one_line_error
 from dybench.cli import app
 from dybench.data import load_data
 from dybench.errors import DyBenchError
@@ -180,3 +184,52 @@ def test_original_versus_counterfactual_is_not_reported_for_official_data(tmp_pa
     assert diagnostics["n_original"] is None and diagnostics["n_counterfactual"] is None
     assert diagnostics["same_answer_rate"] == 0.0  # pair diagnostics still apply
 
+
+def dybench_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", "from dybench.cli import main; main()", *args],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+
+
+def score_cli(spec: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text(json.dumps({"id": "x", "output": "A"}) + "\n")
+    return dybench_cli("score", "--data", spec, "--predictions", str(preds), "--out", str(tmp_path / "scored"))
+
+
+def test_more_options_than_letters_is_a_one_line_error_naming_the_row(tmp_path):
+    root = tmp_path / "DyBench"
+    (root / "json").mkdir(parents=True)
+    options = [f"option {n}" for n in range(27)]
+    rows = [{"video": "a.mp4", "question": "Which?", "candidates": options, "answer": "option 0"}]
+    (root / "json" / "moving_direction.json").write_text(json.dumps(rows))
+    result = score_cli(f"dybench:{root}", tmp_path)
+    assert_one_line_error(result, "moving_direction.json row 0", "'candidates'", "27 options", "at most 26")
+
+
+@pytest.mark.parametrize("root", ["videos/{nope}", "videos/{0}", "videos/{category", "videos/{category.x}"])
+def test_an_unknown_placeholder_in_video_roots_is_a_one_line_error(tmp_path, root):
+    release = write_release(tmp_path / "DyBench")
+    mapping = tmp_path / "roots.yaml"
+    mapping.write_text(f"video_roots: [{json.dumps(root)}]\n")
+    result = score_cli(f"dybench:{release}?mapping={mapping}", tmp_path)
+    assert_one_line_error(result, str(mapping), "video_roots", "{category}")
+
+
+def test_a_bad_user_mapping_is_named_even_when_another_mapping_follows(tmp_path):
+    release = write_release(tmp_path / "DyBench", mapping=CUSTOM_MAPPING + "video_roots: ['{nope}']\n")
+    other = tmp_path / "other.yaml"
+    other.write_text("pairing: question\n")
+    result = score_cli(f"dybench:{release}?mapping={other}", tmp_path)
+    assert_one_line_error(result, str(release / "mapping.yaml"), "video_roots")
+    assert str(other) not in result.stderr
+
+
+@pytest.mark.parametrize("body", ["SECRET_TOKEN=abc123: def: ghi\n", "fields:\n  video: [SECRET_TOKEN\n",
+                                  "fields: {video: clip}\npairing: SECRET_TOKEN_abc123\n"])
+def test_mapping_errors_name_the_file_and_line_without_echoing_its_content(tmp_path, body):
+    release = write_release(tmp_path / "DyBench")
+    mapping = tmp_path / "leaky.yaml"
+    mapping.write_text(body)
+    result = score_cli(f"dybench:{release}?mapping={mapping}", tmp_path)
+    assert_one_line_error(result, str(mapping))
+    assert "SECRET" not in result.stderr and "abc123" not in result.stderr

@@ -133,3 +133,13 @@ def test_a_bad_task_file_fails_naming_the_file(tmp_path: Path, body, message):
     with pytest.raises(DyBenchError, match=message) as info:
         load_task_file(path)
     assert str(path) in str(info.value)
+
+
+def test_a_task_file_that_is_not_yaml_is_named_in_one_line_without_its_content(tmp_path: Path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: t\nvariants: [SECRET_LINE\n")
+    with pytest.raises(DyBenchError) as info:
+        load_task_file(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}:3:1: not valid YAML") and "SECRET" not in message
+    assert len(message.splitlines()) == 1
