@@ -86,18 +86,36 @@ def load_mapping(folder: Path, override: Path | None = None) -> tuple[OfficialMa
     """The default mapping, then `folder/mapping.yaml`, then `override`; and the files used."""
     used = [default_mapping_path()]
     data = _read_yaml(used[0])
-    set_by = dict.fromkeys(data, used[0])  # top-level key -> the last file that set it
+    set_by = dict.fromkeys(_key_paths(data), used[0])  # key path -> the last file that set it
     for candidate in (folder / USER_MAPPING, override):
         if candidate is not None and (candidate == override or candidate.is_file()):
             layer = _read_yaml(candidate)
             data = _merge(data, layer)
-            set_by.update(dict.fromkeys(layer, candidate))
+            set_by.update(dict.fromkeys(_key_paths(layer), candidate))
             used.append(candidate)
     try:
         return OfficialMapping.model_validate(data), used
     except ValidationError as exc:
-        key = str(exc.errors()[0]["loc"][0]) if exc.errors()[0]["loc"] else None
-        raise DyBenchError(f"{set_by.get(key, used[-1])}: {pydantic_message(exc)}") from None
+        raise DyBenchError(f"{_culprit(exc, set_by, used[-1])}: {pydantic_message(exc)}") from None
+
+
+def _key_paths(data: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every key path of a nested mapping, inner ones included: {"a": {"b": 1}} -> [("a",), ("a", "b")]."""
+    paths = []
+    for key, value in data.items():
+        paths.append((*prefix, str(key)))
+        if isinstance(value, dict):
+            paths += _key_paths(value, (*prefix, str(key)))
+    return paths
+
+
+def _culprit(exc: ValidationError, set_by: dict[tuple[str, ...], Path], fallback: Path) -> Path:
+    """The file that set the value the first validation error is about (the mappings are merged)."""
+    location = tuple(str(part) for part in exc.errors()[0]["loc"])
+    for end in range(len(location), 0, -1):
+        if location[:end] in set_by:
+            return set_by[location[:end]]
+    return fallback
 
 
 def parse_spec(spec: str | Path) -> tuple[Path, Path | None]:

@@ -224,6 +224,15 @@ def test_a_bad_user_mapping_is_named_even_when_another_mapping_follows(tmp_path)
     assert str(other) not in result.stderr
 
 
+def test_a_bad_field_name_is_blamed_on_the_mapping_that_set_it(tmp_path):
+    release = write_release(tmp_path / "DyBench", mapping=CUSTOM_MAPPING.replace("uid", "[1, 2]"))
+    other = tmp_path / "other.yaml"
+    other.write_text("fields: {pair: null}\n")
+    result = score_cli(f"dybench:{release}?mapping={other}", tmp_path)
+    assert_one_line_error(result, str(release / "mapping.yaml"), "fields.id")
+    assert str(other) not in result.stderr
+
+
 @pytest.mark.parametrize("body", ["SECRET_TOKEN=abc123: def: ghi\n", "fields:\n  video: [SECRET_TOKEN\n",
                                   "fields: {video: clip}\npairing: SECRET_TOKEN_abc123\n"])
 def test_mapping_errors_name_the_file_and_line_without_echoing_its_content(tmp_path, body):
