@@ -51,10 +51,11 @@ class VLLMBackend:
         seed: int = 0,
     ):
         if data_parallel_size != 1:
-            # vLLM refuses data parallelism inside one process (it may hang); shards do the same job.
+            # vLLM refuses data parallelism inside one process (it may hang); one engine per worker
+            # process does the same job (dybench/data_parallel.py).
             raise DyBenchError(
-                "vllm backend: data parallelism runs one process per GPU group: start "
-                "`CUDA_VISIBLE_DEVICES=i dybench eval ... --shard i/N` for i in 0..N-1, then `dybench merge`"
+                "vllm backend: data parallelism runs one engine per worker process: use "
+                "`dybench eval ... --data-parallel N` (or `--shard i/N` per machine, then `dybench merge`)"
             )
         from vllm import LLM
 

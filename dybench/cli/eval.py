@@ -85,6 +85,9 @@ def eval_command(
     max_model_len: Optional[int] = typer.Option(None, "--max-model-len", min=1, help="vllm backend: context length."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="hf/vllm backends: e.g. bfloat16, float32."),
     device: Optional[str] = typer.Option(None, "--device", help="hf backend: cpu, cuda, cuda:1 ..."),
+    data_parallel: int = typer.Option(1, "--data-parallel", min=1, help="Run N shard workers at once (one engine "
+                                      "each, each pinned to its own GPU(s), or to its share of the CPU threads) "
+                                      "and merge them into --out; shard folders are kept in OUT/shards/."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
 ) -> None:
     """Ask a model every question of a dataset; write predictions, run.json and scores.json.
@@ -92,7 +95,8 @@ def eval_command(
     Finished batches are saved as they complete: after a crash or Ctrl-C, run the same command again and it continues where it stopped. A run directory holds one configuration: different settings need a new --out.
 
     Examples: `dybench eval --model baseline:motion --data data/synth-test --out runs/motion`;
-    `dybench eval --model qwen3-vl-8b --data data/synth-test --out runs/q8b-0 --shard 0/2`
+    `dybench eval --model qwen3-vl-8b --data data/synth-test --out runs/q8b-0 --shard 0/2`;
+    `dybench eval --model qwen3-vl-8b --data data/synth-test --out runs/q8b --data-parallel 8` (one GPU per worker)
     """
     from dybench.evaluate import EvalInterrupted, run_eval
 
@@ -108,6 +112,17 @@ def eval_command(
         "device": device,
     }
     sampling = Sampling(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
+    if data_parallel > 1:
+        eval_kwargs = dict(
+            model=model, data=data, backend=backend, limit=limit, batch_size=batch_size, shard=shard,
+            num_frames=num_frames, fps=fps, max_frames=max_frames, min_pixels=min_pixels, max_pixels=max_pixels,
+            sampling=sampling, backend_options={k: v for k, v in options.items() if v is not None}, probe=probe,
+        )
+        scores = _eval_data_parallel(data_parallel, out, eval_kwargs, tensor_parallel_size or 1, device, progress)
+        print_summary(scores, title=f"{model} on {data} ({data_parallel} workers)" + (f" (probe: {probe})" if probe else ""))
+        console.print(f"wrote {out / 'predictions.jsonl'}, {out / 'run.json'}, {out / 'scores.json'} "
+                      f"(shards in {out / 'shards'})")
+        return
     try:
         scores = run_eval(
             model, data, out, backend=backend, limit=limit, batch_size=batch_size, shard=shard,
@@ -121,6 +136,24 @@ def eval_command(
         fail("interrupted before any item was evaluated", code=interrupt_exit_code())
     print_summary(scores, title=f"{model} on {data}" + (f" (probe: {probe})" if probe else ""))
     console.print(f"wrote {out / 'predictions.jsonl'}, {out / 'run.json'}, {out / 'scores.json'}")
+
+
+def _eval_data_parallel(count: int, out: Path, eval_kwargs: dict[str, Any], devices_per_worker: int,
+                        device: str | None, progress: bool) -> dict[str, Any]:
+    from dybench.data_parallel import DataParallelInterrupted, execute_data_parallel, plan_data_parallel
+    from dybench.evaluate import make_progress
+
+    if eval_kwargs["limit"] is not None:
+        fail("--limit with --data-parallel would ask a different subset than one process does: drop one of them")
+    if device is not None and ":" in device:
+        fail(f"--device {device} names one GPU, but --data-parallel pins each worker to its own: use --device cuda")
+    plan = plan_data_parallel(count, out, eval_kwargs, devices_per_worker)
+    try:
+        with make_progress(err_console, progress) as bar:
+            task = bar.add_task(f"eval x{count}", total=None)
+            return execute_data_parallel(plan, lambda done, total: bar.update(task, completed=done, total=total))
+    except DataParallelInterrupted as exc:
+        fail(str(exc), code=interrupt_exit_code())
 
 
 def merge_command(
