@@ -24,13 +24,14 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
-from dybench.data import MANIFEST, pydantic_message
+from dybench.data import MANIFEST, pydantic_message, refuse_nul
 from dybench.atomic import write_text_atomic
 from dybench.errors import DyBenchError
 from dybench.schema import Item, letter, letter_index
 from dybench.synth import GENERATOR_VERSION, GENERATORS
 from dybench.synth.pairs import PairPlan, build_pair, plan_pair
 from dybench.synth.scene import COLORS, SceneOptions
+from dybench.text_files import decode_text, read_text
 from dybench.tasks import Task, answer_key_after, get_task, load_tasks, pair_transforms_that_change, split_transform
 from dybench.video import VideoError, apply_transform, probe, read_frames, write_video
 
@@ -87,7 +88,7 @@ def _read_finished_rows(manifest: Path, out: Path) -> dict[str, list[dict]]:
     if data and not data.endswith(b"\n"):
         data = data[: data.rfind(b"\n") + 1]
     by_job: dict[str, list[dict]] = {}
-    for number, line in enumerate(data.decode().splitlines(), start=1):
+    for number, line in enumerate(decode_text(data, manifest).splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -120,7 +121,7 @@ def _prepare_folder(out: Path, config: BuildConfig) -> None:
     saved = out / BUILD_CONFIG
     if saved.exists():
         try:
-            previous = BuildConfig.model_validate_json(saved.read_text())
+            previous = BuildConfig.model_validate_json(read_text(saved))
         except ValidationError as exc:
             raise DyBenchError(f"{saved}: {pydantic_message(exc)}; use a new --out folder") from None
         if previous != config:
@@ -274,6 +275,7 @@ def build_synthetic(
     unambiguous (answer unchanged by the transform; each static question has its own pair_id).
     """
     out = Path(out)
+    refuse_nul(out, "--out")
     if pairs_per_task < 1:
         raise DyBenchError("--pairs-per-task must be at least 1")
     if split not in ("test", "train"):
@@ -376,7 +378,7 @@ def parse_annotations(path: Path, src: Path) -> list[VideoJob]:
         raise DyBenchError(f"{path}: annotations file not found")
     jobs = []
     seen: dict[str, int] = {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{path}:{number}"
@@ -393,6 +395,10 @@ def parse_annotations(path: Path, src: Path) -> list[VideoJob]:
             raise DyBenchError(f"{where}: {exc}") from None
         if task.kind == "static":
             raise DyBenchError(f"{where}: task {task.name} is static: no transform changes its answer, so it makes no pair")
+        try:
+            refuse_nul(Path(annotation.video), "field video")
+        except DyBenchError as exc:
+            raise DyBenchError(f"{where}: {exc}") from None
         source = (src / annotation.video).resolve()
         if not source.is_relative_to(src.resolve()):
             raise DyBenchError(f"{where}: video {annotation.video!r} is outside {src}")
@@ -505,6 +511,8 @@ def build_from_videos(src: Path, annotations: Path, out: Path, workers: int = 1,
     """Pairs from the user's clips: each annotated clip plus its counterfactual (hflip, reverse or
     its two segments swapped), labelled through the task's transform table (resumable)."""
     src, annotations, out = Path(src), Path(annotations), Path(out)
+    for path, option in ((src, "--from-videos"), (annotations, "--annotations"), (out, "--out")):
+        refuse_nul(path, option)
     if not src.is_dir():
         raise DyBenchError(f"{src}: --from-videos must be a folder of videos")
     parsed = parse_annotations(annotations, src)

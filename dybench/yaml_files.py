@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from dybench.errors import DyBenchError
+from dybench.text_files import read_text
 
 
 def read_yaml_mapping(path: Path, kind: str, shape: str) -> dict[str, Any]:
@@ -17,7 +18,7 @@ def read_yaml_mapping(path: Path, kind: str, shape: str) -> dict[str, Any]:
     if not path.is_file():
         raise DyBenchError(f"{path}: {kind} not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(read_text(path)) or {}
     except yaml.YAMLError as exc:
         raise DyBenchError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(data, dict):
