@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, FiniteFloat, ValidationError
 
 from dybench.data import MANIFEST, pydantic_message, refuse_nul
 from dybench.atomic import write_text_atomic
@@ -33,7 +33,7 @@ from dybench.synth.pairs import PairPlan, build_pair, plan_pair
 from dybench.synth.scene import COLORS, SceneOptions
 from dybench.text_files import decode_text, read_text
 from dybench.tasks import Task, answer_key_after, get_task, load_tasks, pair_transforms_that_change, split_transform
-from dybench.video import VideoError, apply_transform, probe, read_frames, write_video
+from dybench.video import VideoError, VideoInfo, apply_transform, probe, read_frames, write_video
 
 BUILD_CONFIG = "build.json"
 CARD = "README.md"
@@ -318,7 +318,7 @@ class Annotation(BaseModel):
     variant: str | None = None
     option_keys: list[str] | None = None
     transform: str | None = Field(default=None, description="default: the first pair transform that changes the answer")
-    segments: list[tuple[float, float]] | None = Field(
+    segments: list[tuple[FiniteFloat, FiniteFloat]] | None = Field(
         default=None, description="event_sequence: two [start, end] time ranges in seconds, in the order they happen"
     )
 
@@ -370,6 +370,34 @@ def _match_keys(task: Task, annotation: Annotation, where: str) -> tuple[str, li
         f"{where}: options {annotation.options} do not match task {task.name}'s options; "
         "give variant and option_keys"
     )
+
+
+def segments_problem(segments: list[tuple[float, float]], duration: VideoInfo) -> str | None:
+    """What is wrong with two event ranges (seconds), or None. The pair's labels assume the first
+    range happens first and that the two do not share frames, so both are checked, not assumed."""
+    if len(segments) != 2:
+        return f"give two [start, end] time ranges in seconds, got {len(segments)}"
+    # Half a frame of slack: an end given as the clip's length in seconds still cuts at its last frame.
+    slack = 0.5 / duration.fps if duration.fps > 0 else 0.0
+    for start, end in segments:
+        if not 0 <= start < end:
+            return f"each range needs 0 <= start < end, got [{start:g}, {end:g}]"
+        if duration.duration_s > 0 and end > duration.duration_s + slack:
+            return f"range [{start:g}, {end:g}] runs past the end of the {duration.duration_s:g} s clip"
+    (first_start, first_end), (second_start, second_end) = segments
+    if second_start < first_start:
+        return (f"ranges [{first_start:g}, {first_end:g}] and [{second_start:g}, {second_end:g}] are not in time order; "
+                "list the event that happens first first")
+    if second_start < first_end:
+        return f"ranges [{first_start:g}, {first_end:g}] and [{second_start:g}, {second_end:g}] overlap"
+    return None
+
+
+def _duration(source: Path, where: str) -> VideoInfo:
+    try:
+        return probe(source)
+    except VideoError as exc:
+        raise DyBenchError(f"{where}: {exc}") from None
 
 
 def parse_annotations(path: Path, src: Path) -> list[VideoJob]:
@@ -429,12 +457,12 @@ def parse_annotations(path: Path, src: Path) -> list[VideoJob]:
             raise DyBenchError(f"{where}: {exc}") from None
         if answer_key_after(task, variant, key, transform) == key:
             raise DyBenchError(f"{where}: transform {transform} does not change the answer {key!r}")
-        if "swap_segments" in parts:
-            if not annotation.segments or len(annotation.segments) != 2:
-                raise DyBenchError(f"{where}: field segments: swap_segments needs two [start, end] time ranges in seconds")
-            for start, end in annotation.segments:
-                if not 0 <= start < end:
-                    raise DyBenchError(f"{where}: field segments: each range needs 0 <= start < end, got [{start}, {end}]")
+        if "swap_segments" in parts and (not annotation.segments or len(annotation.segments) != 2):
+            raise DyBenchError(f"{where}: field segments: swap_segments needs two [start, end] time ranges in seconds")
+        if annotation.segments is not None:
+            problem = segments_problem(annotation.segments, _duration(source, where))
+            if problem:
+                raise DyBenchError(f"{where}: field segments: {problem}")
         # Without a question, the task's own, with a neutral word for the scene's placeholders.
         question = annotation.question or task.variant(variant).question.format_map(_Neutral())
         # The pair id hashes the annotation itself: editing a line rebuilds that pair only.
@@ -451,6 +479,17 @@ def parse_annotations(path: Path, src: Path) -> list[VideoJob]:
     if not jobs:
         raise DyBenchError(f"{path}: no annotations (one JSON object per line)")
     return jobs
+
+
+def _refuse_unchanged(job: VideoJob, frames: np.ndarray, counter: np.ndarray) -> None:
+    """Two clips with the same pixels cannot have different answers: a 1-frame clip reversed, a
+    still clip, a symmetric one mirrored. Refuse the pair rather than write a wrong label."""
+    if np.array_equal(frames, counter):
+        raise DyBenchError(
+            f"{job.where}: the {job.transform} counterfactual of {Path(job.source).name} has the same frames as the "
+            f"original ({len(frames)} frame(s)), so one clip would get two answers; annotate a clip whose "
+            "content changes under the transform, or choose another transform"
+        )
 
 
 def _video_job(out: str, job_json: str) -> list[dict]:
@@ -482,6 +521,9 @@ def _video_job(out: str, job_json: str) -> list[dict]:
         meta[0]["segment_boundary"] = boundary
         meta[1]["segment_boundary"] = len(frames) - boundary
         meta[0]["source_frames"] = [list(c) for c in cuts]
+    counter = apply_transform(frames, job.transform, boundary)
+    _refuse_unchanged(job, frames, counter)  # before any clip of the pair is written
+    if job.segments:
         original_video = f"videos/{ids[0]}.mp4"
         write_video(folder / original_video, frames, fps)
     else:
@@ -492,7 +534,6 @@ def _video_job(out: str, job_json: str) -> list[dict]:
         tmp.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(job.source, tmp)
         tmp.replace(folder / original_video)
-    counter = apply_transform(frames, job.transform, boundary)
     write_video(folder / "videos" / f"{ids[1]}.mp4", counter, fps)
     items = []
     for clip_id, video, transform, clip_meta in zip(ids, [original_video, f"videos/{ids[1]}.mp4"],
