@@ -12,9 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import multiprocessing.connection
 import os
 import shutil
+import signal
 import string
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -143,6 +146,36 @@ _POOL_CONTEXT = multiprocessing.get_context("forkserver")
 _POOL_CONTEXT.set_forkserver_preload(["dybench.build"])
 
 
+def _start_worker() -> None:
+    """Pool initializer. Interrupts are the main process's to handle (it stops the pool and keeps the
+    finished pairs), so a Ctrl-C sent to the terminal's whole process group is ignored here. And a
+    worker exits as soon as the main process is gone: killed outright, it could stop no one, and the
+    workers would otherwise wait for jobs forever."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_when_closed, args=(parent.sentinel,), daemon=True).start()
+
+
+def _exit_when_closed(sentinel: int) -> None:
+    multiprocessing.connection.wait([sentinel])  # readable once the main process has exited
+    os._exit(1)
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Stop at once: running jobs are abandoned (their clips are still temp files, cleared by the
+    next run, which renders them again), queued ones cancelled."""
+    # Python 3.14 has pool.terminate_workers(); before it, the processes are only reachable here.
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(timeout=10)
+        if process.is_alive():
+            process.kill()
+
+
 def _run_jobs(
     out: Path,
     jobs: list[tuple[str, Callable[..., list[dict]], tuple]],
@@ -173,27 +206,27 @@ def _run_jobs(
             for name, fn, args in pending:
                 record(name, fn(*args))
         else:
-            with ProcessPoolExecutor(max_workers=workers, mp_context=_POOL_CONTEXT) as pool:
-                running: dict[Future, str] = {}
-                queue = iter(pending)
-                try:
-                    # Keep at most 2 jobs per worker in flight so an interrupt loses little work.
-                    for name, fn, args in queue:
-                        running[pool.submit(fn, *args)] = name
-                        if len(running) >= 2 * workers:
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=_POOL_CONTEXT, initializer=_start_worker)
+            running: dict[Future, str] = {}
+            queue = iter(pending)
+            try:
+                # Keep at most 2 jobs per worker in flight so an interrupt loses little work.
+                for name, fn, args in queue:
+                    running[pool.submit(fn, *args)] = name
+                    if len(running) >= 2 * workers:
+                        break
+                while running:
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        name = running.pop(future)
+                        record(name, future.result())
+                        for next_name, fn, args in queue:
+                            running[pool.submit(fn, *args)] = next_name
                             break
-                    while running:
-                        done, _ = wait(running, return_when=FIRST_COMPLETED)
-                        for future in done:
-                            name = running.pop(future)
-                            record(name, future.result())
-                            for next_name, fn, args in queue:
-                                running[pool.submit(fn, *args)] = next_name
-                                break
-                except BaseException:
-                    for future in running:
-                        future.cancel()
-                    raise
+            except BaseException:
+                _stop_pool(pool)
+                raise
+            pool.shutdown()
     return finished, len(pending)
 
 

@@ -291,3 +291,71 @@ def test_ctrl_c_keeps_finished_pairs_and_says_how_to_resume(cli_set, tmp_path):
     summary = build_synthetic(out, pairs_per_task=8, seed=1, progress=False)
     assert summary.resumed_jobs == rows // 2
     assert manifest.read_bytes() == (cli_set / "manifest.jsonl").read_bytes()
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid` (psutil when installed, else /proc)."""
+    try:
+        import psutil
+    except ImportError:
+        children: dict[int, list[int]] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        found, todo = set(), [pid]
+        while todo:
+            for child in children.get(todo.pop(), []):
+                found.add(child)
+                todo.append(child)
+        return found
+    try:
+        return {p.pid for p in psutil.Process(pid).children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return set()
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an exited child nobody has reaped yet is not running)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGKILL, -9)])
+def test_a_signal_to_a_parallel_build_stops_every_worker_and_the_rerun_matches_a_clean_build(
+        cli_set, tmp_path, signum, code):
+    """`kill`, `timeout`, Slurm and Kubernetes signal the main process only: the pool must go too."""
+    out = tmp_path / "stopped"
+    process = subprocess.Popen([*CLI, "build-pairs", "--out", str(out), "--pairs-per-task", "8", "--seed", "1",
+                                "--workers", "2", "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env={**os.environ, "COLUMNS": "200"})
+    manifest = out / "manifest.jsonl"
+    deadline = time.time() + 120
+    workers: set[int] = set()
+    while time.time() < deadline and process.poll() is None:
+        workers |= descendants(process.pid)
+        if manifest.exists() and manifest.read_text().count("\n") >= 4:
+            break
+        time.sleep(0.02)
+    workers |= descendants(process.pid)
+    assert len(workers) >= 2, "the pool's workers were never seen"
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == code, stderr
+    if signum != signal.SIGKILL:  # a killed process says nothing; its workers must still not outlive it
+        assert "Traceback" not in stderr and "rerun the same command" in stderr
+    deadline = time.time() + 10
+    while time.time() < deadline and any(running(pid) for pid in workers):
+        time.sleep(0.1)
+    assert [pid for pid in workers if running(pid)] == []
+    assert manifest.read_text().count("\n") < 48, "the build finished before it could be interrupted"
+    summary = build_synthetic(out, pairs_per_task=8, seed=1, progress=False)
+    assert summary.resumed_jobs >= 2
+    reference, rerun = hashes(cli_set), hashes(out)
+    assert reference.pop("README.md") and rerun.pop("README.md")
+    assert rerun == reference
