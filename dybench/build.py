@@ -108,13 +108,21 @@ def _read_finished_rows(manifest: Path, out: Path) -> dict[str, list[dict]]:
 
 
 def _write_rows(manifest: Path, rows: Iterable[dict]) -> None:
-    """Append a job's rows with one unbuffered write: a killed build leaves whole jobs, or at worst
-    one torn last line, which the next run cuts off. (No fsync: the clips are not synced either,
-    and a process being killed, the case that matters, loses nothing already written.)"""
+    """Append a job's rows: a killed build leaves whole jobs, or at worst one torn last line, which
+    the next run cuts off. A write the disk cannot hold is cut back to where it started, so a full
+    disk never leaves part of a job listed. (No fsync: the clips are not synced either, and a
+    process being killed, the case that matters, loses nothing already written.)"""
     payload = "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows).encode()
     fd = os.open(manifest, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, payload)
+        start = os.fstat(fd).st_size
+        try:
+            written = 0
+            while written < len(payload):  # a short write (disk nearly full) must be finished or fail
+                written += os.write(fd, payload[written:])
+        except BaseException:  # disk full, or an interrupt between two parts of a short write
+            os.ftruncate(fd, start)
+            raise
     finally:
         os.close(fd)
 
