@@ -21,6 +21,7 @@ from dybench.synth import GENERATORS, SceneOptions
 from dybench.synth.direction import direction_of_flow, mean_flow
 from dybench.tasks import transformed_answer
 from dybench.video import apply_transform, read_frames, read_frames_pyav, write_video
+from pixel_labels import pixel_answer
 
 CLI = [sys.executable, "-c", "from dybench.cli import main; main()"]
 OPTIONS = SceneOptions()
@@ -92,6 +93,14 @@ def test_counterfactual_labels_follow_the_task_table(built):
     for original, counter in by_video.values():
         assert original.answer != counter.answer
         assert transformed_answer(original, counter.transform) == counter.answer
+
+
+def test_every_label_agrees_with_an_independent_pixel_reading(built):
+    """Direction by optical flow, growth by area, the events' order by which object acts first."""
+    items = load_data(str(built)).items
+    assert {i.task for i in items} == {"moving_direction", "reversible_dynamics", "event_sequence"}
+    for item in items:
+        assert pixel_answer(item, read_frames(built / item.video)[0]) == item.answer, item.id
 
 
 def test_counterfactual_direction_agrees_with_optical_flow(built):
