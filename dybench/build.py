@@ -171,8 +171,8 @@ def _exit_when_closed(sentinel: int) -> None:
 
 
 def _stop_pool(pool: ProcessPoolExecutor) -> None:
-    """Stop at once: running jobs are abandoned (their clips are still temp files, cleared by the
-    next run, which renders them again), queued ones cancelled."""
+    """Stop at once: queued jobs are cancelled and running ones abandoned (none of their rows is in
+    the manifest yet, so the next run renders them again; half-written clips are temp files)."""
     # Python 3.14 has pool.terminate_workers(); before it, the processes are only reachable here.
     processes = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
