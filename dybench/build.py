@@ -427,8 +427,8 @@ def segments_problem(segments: list[tuple[float, float]], duration: VideoInfo) -
             return f"range [{start:g}, {end:g}] runs past the end of the {duration.duration_s:g} s clip"
     (first_start, first_end), (second_start, second_end) = segments
     if second_start < first_start:
-        return (f"ranges [{first_start:g}, {first_end:g}] and [{second_start:g}, {second_end:g}] are not in time order; "
-                "list the event that happens first first")
+        return (f"ranges [{first_start:g}, {first_end:g}] and [{second_start:g}, {second_end:g}] are not in "
+                "time order; list the earlier event first")
     if second_start < first_end:
         return f"ranges [{first_start:g}, {first_end:g}] and [{second_start:g}, {second_end:g}] overlap"
     return None
