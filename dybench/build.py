@@ -12,9 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import multiprocessing.connection
 import os
 import shutil
+import signal
 import string
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -22,17 +25,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, FiniteFloat, ValidationError
 
-from dybench.data import MANIFEST, pydantic_message
+from dybench.data import MANIFEST, pydantic_message, refuse_nul
 from dybench.atomic import write_text_atomic
 from dybench.errors import DyBenchError
 from dybench.schema import Item, letter, letter_index
 from dybench.synth import GENERATOR_VERSION, GENERATORS
 from dybench.synth.pairs import PairPlan, build_pair, plan_pair
 from dybench.synth.scene import COLORS, SceneOptions
+from dybench.text_files import decode_text, read_text
 from dybench.tasks import Task, answer_key_after, get_task, load_tasks, pair_transforms_that_change, split_transform
-from dybench.video import VideoError, apply_transform, probe, read_frames, write_video
+from dybench.video import VideoError, VideoInfo, apply_transform, probe, read_frames, write_video
 
 BUILD_CONFIG = "build.json"
 CARD = "README.md"
@@ -87,7 +91,7 @@ def _read_finished_rows(manifest: Path, out: Path) -> dict[str, list[dict]]:
     if data and not data.endswith(b"\n"):
         data = data[: data.rfind(b"\n") + 1]
     by_job: dict[str, list[dict]] = {}
-    for number, line in enumerate(data.decode().splitlines(), start=1):
+    for number, line in enumerate(decode_text(data, manifest).splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -104,13 +108,21 @@ def _read_finished_rows(manifest: Path, out: Path) -> dict[str, list[dict]]:
 
 
 def _write_rows(manifest: Path, rows: Iterable[dict]) -> None:
-    """Append a job's rows with one unbuffered write: a killed build leaves whole jobs, or at worst
-    one torn last line, which the next run cuts off. (No fsync: the clips are not synced either,
-    and a process being killed, the case that matters, loses nothing already written.)"""
+    """Append a job's rows: a killed build leaves whole jobs, or at worst one torn last line, which
+    the next run cuts off. A write the disk cannot hold is cut back to where it started, so a full
+    disk never leaves part of a job listed. (No fsync: the clips are not synced either, and a
+    process being killed, the case that matters, loses nothing already written.)"""
     payload = "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows).encode()
     fd = os.open(manifest, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, payload)
+        start = os.fstat(fd).st_size
+        try:
+            written = 0
+            while written < len(payload):  # a short write (disk nearly full) must be finished or fail
+                written += os.write(fd, payload[written:])
+        except BaseException:  # disk full, or an interrupt between two parts of a short write
+            os.ftruncate(fd, start)
+            raise
     finally:
         os.close(fd)
 
@@ -120,7 +132,7 @@ def _prepare_folder(out: Path, config: BuildConfig) -> None:
     saved = out / BUILD_CONFIG
     if saved.exists():
         try:
-            previous = BuildConfig.model_validate_json(saved.read_text())
+            previous = BuildConfig.model_validate_json(read_text(saved))
         except ValidationError as exc:
             raise DyBenchError(f"{saved}: {pydantic_message(exc)}; use a new --out folder") from None
         if previous != config:
@@ -140,6 +152,36 @@ def _prepare_folder(out: Path, config: BuildConfig) -> None:
 # The server imports the builder once, so each worker starts in milliseconds.
 _POOL_CONTEXT = multiprocessing.get_context("forkserver")
 _POOL_CONTEXT.set_forkserver_preload(["dybench.build"])
+
+
+def _start_worker() -> None:
+    """Pool initializer. Interrupts are the main process's to handle (it stops the pool and keeps the
+    finished pairs), so a Ctrl-C sent to the terminal's whole process group is ignored here. And a
+    worker exits as soon as the main process is gone: killed outright, it could stop no one, and the
+    workers would otherwise wait for jobs forever."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_when_closed, args=(parent.sentinel,), daemon=True).start()
+
+
+def _exit_when_closed(sentinel: int) -> None:
+    multiprocessing.connection.wait([sentinel])  # readable once the main process has exited
+    os._exit(1)
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Stop at once: queued jobs are cancelled and running ones abandoned (none of their rows is in
+    the manifest yet, so the next run renders them again; half-written clips are temp files)."""
+    # Python 3.14 has pool.terminate_workers(); before it, the processes are only reachable here.
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(timeout=10)
+        if process.is_alive():
+            process.kill()
 
 
 def _run_jobs(
@@ -172,27 +214,27 @@ def _run_jobs(
             for name, fn, args in pending:
                 record(name, fn(*args))
         else:
-            with ProcessPoolExecutor(max_workers=workers, mp_context=_POOL_CONTEXT) as pool:
-                running: dict[Future, str] = {}
-                queue = iter(pending)
-                try:
-                    # Keep at most 2 jobs per worker in flight so an interrupt loses little work.
-                    for name, fn, args in queue:
-                        running[pool.submit(fn, *args)] = name
-                        if len(running) >= 2 * workers:
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=_POOL_CONTEXT, initializer=_start_worker)
+            running: dict[Future, str] = {}
+            queue = iter(pending)
+            try:
+                # Keep at most 2 jobs per worker in flight so an interrupt loses little work.
+                for name, fn, args in queue:
+                    running[pool.submit(fn, *args)] = name
+                    if len(running) >= 2 * workers:
+                        break
+                while running:
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        name = running.pop(future)
+                        record(name, future.result())
+                        for next_name, fn, args in queue:
+                            running[pool.submit(fn, *args)] = next_name
                             break
-                    while running:
-                        done, _ = wait(running, return_when=FIRST_COMPLETED)
-                        for future in done:
-                            name = running.pop(future)
-                            record(name, future.result())
-                            for next_name, fn, args in queue:
-                                running[pool.submit(fn, *args)] = next_name
-                                break
-                except BaseException:
-                    for future in running:
-                        future.cancel()
-                    raise
+            except BaseException:
+                _stop_pool(pool)
+                raise
+            pool.shutdown()
     return finished, len(pending)
 
 
@@ -274,6 +316,7 @@ def build_synthetic(
     unambiguous (answer unchanged by the transform; each static question has its own pair_id).
     """
     out = Path(out)
+    refuse_nul(out, "--out")
     if pairs_per_task < 1:
         raise DyBenchError("--pairs-per-task must be at least 1")
     if split not in ("test", "train"):
@@ -316,7 +359,7 @@ class Annotation(BaseModel):
     variant: str | None = None
     option_keys: list[str] | None = None
     transform: str | None = Field(default=None, description="default: the first pair transform that changes the answer")
-    segments: list[tuple[float, float]] | None = Field(
+    segments: list[tuple[FiniteFloat, FiniteFloat]] | None = Field(
         default=None, description="event_sequence: two [start, end] time ranges in seconds, in the order they happen"
     )
 
@@ -370,13 +413,41 @@ def _match_keys(task: Task, annotation: Annotation, where: str) -> tuple[str, li
     )
 
 
+def segments_problem(segments: list[tuple[float, float]], duration: VideoInfo) -> str | None:
+    """What is wrong with two event ranges (seconds), or None. The pair's labels assume the first
+    range happens first and that the two do not share frames, so both are checked, not assumed."""
+    if len(segments) != 2:
+        return f"give two [start, end] time ranges in seconds, got {len(segments)}"
+    # Half a frame of slack: an end given as the clip's length in seconds still cuts at its last frame.
+    slack = 0.5 / duration.fps if duration.fps > 0 else 0.0
+    for start, end in segments:
+        if not 0 <= start < end:
+            return f"each range needs 0 <= start < end, got [{start:g}, {end:g}]"
+        if duration.duration_s > 0 and end > duration.duration_s + slack:
+            return f"range [{start:g}, {end:g}] runs past the end of the {duration.duration_s:g} s clip"
+    (first_start, first_end), (second_start, second_end) = segments
+    if second_start < first_start:
+        return (f"ranges [{first_start:g}, {first_end:g}] and [{second_start:g}, {second_end:g}] are not in "
+                "time order; list the earlier event first")
+    if second_start < first_end:
+        return f"ranges [{first_start:g}, {first_end:g}] and [{second_start:g}, {second_end:g}] overlap"
+    return None
+
+
+def _duration(source: Path, where: str) -> VideoInfo:
+    try:
+        return probe(source)
+    except VideoError as exc:
+        raise DyBenchError(f"{where}: {exc}") from None
+
+
 def parse_annotations(path: Path, src: Path) -> list[VideoJob]:
     """Validate every line before anything is built; errors name file:line."""
     if not path.is_file():
         raise DyBenchError(f"{path}: annotations file not found")
     jobs = []
     seen: dict[str, int] = {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{path}:{number}"
@@ -393,6 +464,10 @@ def parse_annotations(path: Path, src: Path) -> list[VideoJob]:
             raise DyBenchError(f"{where}: {exc}") from None
         if task.kind == "static":
             raise DyBenchError(f"{where}: task {task.name} is static: no transform changes its answer, so it makes no pair")
+        try:
+            refuse_nul(Path(annotation.video), "field video")
+        except DyBenchError as exc:
+            raise DyBenchError(f"{where}: {exc}") from None
         source = (src / annotation.video).resolve()
         if not source.is_relative_to(src.resolve()):
             raise DyBenchError(f"{where}: video {annotation.video!r} is outside {src}")
@@ -423,12 +498,12 @@ def parse_annotations(path: Path, src: Path) -> list[VideoJob]:
             raise DyBenchError(f"{where}: {exc}") from None
         if answer_key_after(task, variant, key, transform) == key:
             raise DyBenchError(f"{where}: transform {transform} does not change the answer {key!r}")
-        if "swap_segments" in parts:
-            if not annotation.segments or len(annotation.segments) != 2:
-                raise DyBenchError(f"{where}: field segments: swap_segments needs two [start, end] time ranges in seconds")
-            for start, end in annotation.segments:
-                if not 0 <= start < end:
-                    raise DyBenchError(f"{where}: field segments: each range needs 0 <= start < end, got [{start}, {end}]")
+        if "swap_segments" in parts and (not annotation.segments or len(annotation.segments) != 2):
+            raise DyBenchError(f"{where}: field segments: swap_segments needs two [start, end] time ranges in seconds")
+        if annotation.segments is not None:
+            problem = segments_problem(annotation.segments, _duration(source, where))
+            if problem:
+                raise DyBenchError(f"{where}: field segments: {problem}")
         # Without a question, the task's own, with a neutral word for the scene's placeholders.
         question = annotation.question or task.variant(variant).question.format_map(_Neutral())
         # The pair id hashes the annotation itself: editing a line rebuilds that pair only.
@@ -445,6 +520,17 @@ def parse_annotations(path: Path, src: Path) -> list[VideoJob]:
     if not jobs:
         raise DyBenchError(f"{path}: no annotations (one JSON object per line)")
     return jobs
+
+
+def _refuse_unchanged(job: VideoJob, frames: np.ndarray, counter: np.ndarray) -> None:
+    """Two clips with the same pixels cannot have different answers: a 1-frame clip reversed, a
+    still clip, a symmetric one mirrored. Refuse the pair rather than write a wrong label."""
+    if np.array_equal(frames, counter):
+        raise DyBenchError(
+            f"{job.where}: the {job.transform} counterfactual of {Path(job.source).name} has the same frames as the "
+            f"original ({len(frames)} frame(s)), so one clip would get two answers; annotate a clip whose "
+            "content changes under the transform, or choose another transform"
+        )
 
 
 def _video_job(out: str, job_json: str) -> list[dict]:
@@ -476,6 +562,9 @@ def _video_job(out: str, job_json: str) -> list[dict]:
         meta[0]["segment_boundary"] = boundary
         meta[1]["segment_boundary"] = len(frames) - boundary
         meta[0]["source_frames"] = [list(c) for c in cuts]
+    counter = apply_transform(frames, job.transform, boundary)
+    _refuse_unchanged(job, frames, counter)  # before any clip of the pair is written
+    if job.segments:
         original_video = f"videos/{ids[0]}.mp4"
         write_video(folder / original_video, frames, fps)
     else:
@@ -486,7 +575,6 @@ def _video_job(out: str, job_json: str) -> list[dict]:
         tmp.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(job.source, tmp)
         tmp.replace(folder / original_video)
-    counter = apply_transform(frames, job.transform, boundary)
     write_video(folder / "videos" / f"{ids[1]}.mp4", counter, fps)
     items = []
     for clip_id, video, transform, clip_meta in zip(ids, [original_video, f"videos/{ids[1]}.mp4"],
@@ -505,6 +593,8 @@ def build_from_videos(src: Path, annotations: Path, out: Path, workers: int = 1,
     """Pairs from the user's clips: each annotated clip plus its counterfactual (hflip, reverse or
     its two segments swapped), labelled through the task's transform table (resumable)."""
     src, annotations, out = Path(src), Path(annotations), Path(out)
+    for path, option in ((src, "--from-videos"), (annotations, "--annotations"), (out, "--out")):
+        refuse_nul(path, option)
     if not src.is_dir():
         raise DyBenchError(f"{src}: --from-videos must be a folder of videos")
     parsed = parse_annotations(annotations, src)

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from dybench.errors import DyBenchError
 from dybench.schema import Item
+from dybench.text_files import read_text
 
 MANIFEST = "manifest.jsonl"
 Family = Literal["synthetic", "dybench", "timeblind"]
@@ -37,7 +38,9 @@ class Dataset:
 
 
 def safe_join(root: Path, relative: str) -> Path:
-    """`root / relative`, refusing absolute paths and anything that escapes `root`."""
+    """`root / relative`, refusing absolute paths, NUL bytes and anything that escapes `root`."""
+    if "\0" in relative:
+        raise DyBenchError(f"video path {relative!r} contains a NUL byte; fix the path")
     candidate = Path(relative)
     if candidate.is_absolute():
         raise DyBenchError(f"video path {relative!r} is absolute; paths must be relative to the dataset folder")
@@ -45,6 +48,12 @@ def safe_join(root: Path, relative: str) -> Path:
     if not resolved.is_relative_to(root.resolve()):
         raise DyBenchError(f"video path {relative!r} leaves the dataset folder {root}")
     return resolved
+
+
+def refuse_nul(path: Path, what: str) -> None:
+    """A NUL byte ends a path at the OS boundary (a ValueError deep inside `open`): say so here."""
+    if "\0" in str(path):
+        raise DyBenchError(f"{what} {str(path)!r} contains a NUL byte; fix the path")
 
 
 def pydantic_message(exc: ValidationError) -> str:
@@ -60,28 +69,36 @@ def read_manifest(path: Path) -> list[Item]:
         raise DyBenchError(f"{path}: manifest not found (build one with `dybench build-pairs --out DIR`)")
     items: list[Item] = []
     seen: set[str] = set()
+    lines_of_pair: dict[str, list[int]] = {}
     root = path.parent
-    with path.open() as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DyBenchError(f"{where}: not valid JSON ({exc.msg}); fix or delete the line") from None
-            try:
-                item = Item.model_validate(row)
-            except ValidationError as exc:
-                raise DyBenchError(f"{where}: {pydantic_message(exc)}") from None
-            if item.id in seen:
-                raise DyBenchError(f"{where}: duplicate item id {item.id!r}")
-            try:
-                safe_join(root, item.video)
-            except DyBenchError as exc:
-                raise DyBenchError(f"{where}: {exc}") from None
-            seen.add(item.id)
-            items.append(item)
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DyBenchError(f"{where}: not valid JSON ({exc.msg}); fix or delete the line") from None
+        try:
+            item = Item.model_validate(row)
+        except ValidationError as exc:
+            raise DyBenchError(f"{where}: {pydantic_message(exc)}") from None
+        if item.id in seen:
+            raise DyBenchError(f"{where}: duplicate item id {item.id!r}")
+        try:
+            safe_join(root, item.video)
+        except DyBenchError as exc:
+            raise DyBenchError(f"{where}: {exc}") from None
+        seen.add(item.id)
+        items.append(item)
+        lines_of_pair.setdefault(item.pair_id, []).append(number)
+    # P-Acc counts a pair as one unit: a third row would silently join the pair it shares an id with.
+    for pair_id, numbers in lines_of_pair.items():
+        if len(numbers) > 2:
+            raise DyBenchError(
+                f"{path}: pair {pair_id!r} has {len(numbers)} rows (lines {', '.join(map(str, numbers))}); "
+                "a pair is an original and its counterfactual: give the others their own pair_id"
+            )
     if not items:
         raise DyBenchError(f"{path}: manifest has no items")
     return items

@@ -24,13 +24,14 @@ from dybench.errors import DyBenchError
 from dybench.schema import Prediction
 from dybench.atomic import write_json_atomic
 from dybench.store import SCORES
+from dybench.text_files import read_text
 
 
 def _rows(path: Path) -> list[tuple[str, Any]]:
     """(where, row) pairs from a JSON list or a JSONL file."""
     if not path.is_file():
         raise DyBenchError(f"{path}: predictions file not found")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     if text.lstrip().startswith("["):
         try:
             data = json.loads(text)

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from dybench.errors import DyBenchError
+from dybench.text_files import read_text
 
 
 def read_yaml_mapping(path: Path, kind: str, shape: str) -> dict[str, Any]:
@@ -18,7 +19,7 @@ def read_yaml_mapping(path: Path, kind: str, shape: str) -> dict[str, Any]:
     if not path.is_file():
         raise DyBenchError(f"{path}: {kind} not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(read_text(path)) or {}
     except yaml.YAMLError as exc:
         raise DyBenchError(f"{path}{_position(exc)}: not valid YAML ({_problem(exc)})") from None
     if not isinstance(data, dict):

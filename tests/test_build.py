@@ -13,7 +13,6 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -21,10 +20,10 @@ from cli_errors import assert_one_line_error
 from dybench.build import build_synthetic
 from dybench.data import load_data
 from dybench.errors import DyBenchError
-from dybench.schema import letter_index
 from dybench.synth.scene import COLORS, color_mask
 from dybench.tasks import get_task, transformed_answer
 from dybench.video import apply_transform, read_frames, read_frames_pyav
+from pixel_labels import direction_from_flow, pixel_answer
 
 CLI = [sys.executable, "-c", "from dybench.cli import main; main()"]
 
@@ -93,45 +92,22 @@ def test_counterfactual_frames_are_exactly_the_transformed_original(cli_set):
         np.testing.assert_array_equal(read_frames(cli_set / counter.video)[0], expected, err_msg=pair_id)
 
 
-def farneback_direction(frames: np.ndarray) -> str:
-    """Mean optical flow of the moving pixels, computed here independently of the generator."""
-    total = np.zeros(2)
-    for a, b in zip(frames, frames[1:]):
-        g0, g1 = (cv2.GaussianBlur(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), (5, 5), 0) for f in (a, b))
-        flow = cv2.calcOpticalFlowFarneback(g0, g1, None, 0.5, 3, 15, 3, 5, 1.2, 0)
-        moving = np.linalg.norm(flow, axis=-1) > 0.5
-        total += flow[moving].sum(axis=0)
-    dx, dy = total
-    if abs(dx) > abs(dy):
-        return "right" if dx > 0 else "left"
-    return "down" if dy > 0 else "up"
-
-
 def test_direction_labels_agree_with_optical_flow(cli_set):
     items = [i for i in load_data(str(cli_set)).items if i.task == "moving_direction"]
     assert {i.answer_text for i in items} == {"left", "right", "up", "down"}
     for item in items:
         frames, _ = read_frames(cli_set / item.video)
-        assert farneback_direction(frames) == item.answer_text, item.id
+        assert direction_from_flow(frames) == item.answer_text, item.id
 
 
-def test_reversible_labels_agree_with_the_measured_quantity(cli_set):
-    """Grow: the object's area; bounce: the ball's highest point early vs late."""
-    for item in load_data(str(cli_set)).items:
-        if item.variant not in ("grow", "bounce"):
-            continue
+def test_every_label_agrees_with_an_independent_pixel_reading(cli_set):
+    """Not the task table that made the label: tests/pixel_labels.py reads each answer off the clip
+    (flow, area, the door's angle, separate blocks, which object acts first)."""
+    items = load_data(str(cli_set)).items
+    assert {i.variant for i in items if i.task == "reversible_dynamics"} >= {"fill", "door", "stack"}
+    for item in items:
         frames, _ = read_frames(cli_set / item.video)
-        background = np.median(frames, axis=0)
-        changed = np.abs(frames.astype(int) - background).max(axis=-1) > 40
-        key = item.option_keys[letter_index(item.answer)]
-        if item.variant == "grow":
-            area = changed.sum(axis=(1, 2))
-            assert (area[-1] > area[0]) == (key == "grows"), item.id
-        else:
-            rows = np.where(changed.any(axis=2), np.arange(frames.shape[1])[None, :], frames.shape[1])
-            top = rows.min(axis=1)  # smaller row = higher up
-            n = len(top)
-            assert (top[: n // 2].min() < top[n // 2 :].min()) == (key == "lower"), item.id
+        assert pixel_answer(item, frames) == item.answer, item.id
 
 
 def test_same_seed_gives_the_same_manifest_and_clips_whatever_the_workers(cli_set, tmp_path):
@@ -159,6 +135,9 @@ def test_train_split_adds_static_questions_whose_answer_never_changes(synthetic_
     for pair_id, (a, b) in by_pair.items():
         assert a.answer == b.answer and a.options == b.options
         assert a.transform == "original" and transformed_answer(a, b.transform) == b.answer
+    for item in items:  # the dynamic labels of the train split, read off the pixels
+        if item.kind == "dynamic":
+            assert pixel_answer(item, read_frames(synthetic_train_set / item.video)[0]) == item.answer, item.id
     assert len({i.pair_id for i in static} & {i.pair_id for i in items if i.kind == "dynamic"}) == 0
 
 
@@ -291,3 +270,71 @@ def test_ctrl_c_keeps_finished_pairs_and_says_how_to_resume(cli_set, tmp_path):
     summary = build_synthetic(out, pairs_per_task=8, seed=1, progress=False)
     assert summary.resumed_jobs == rows // 2
     assert manifest.read_bytes() == (cli_set / "manifest.jsonl").read_bytes()
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid` (psutil when installed, else /proc)."""
+    try:
+        import psutil
+    except ImportError:
+        children: dict[int, list[int]] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        found, todo = set(), [pid]
+        while todo:
+            for child in children.get(todo.pop(), []):
+                found.add(child)
+                todo.append(child)
+        return found
+    try:
+        return {p.pid for p in psutil.Process(pid).children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return set()
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an exited child nobody has reaped yet is not running)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGKILL, -9)])
+def test_a_signal_to_a_parallel_build_stops_every_worker_and_the_rerun_matches_a_clean_build(
+        cli_set, tmp_path, signum, code):
+    """`kill`, `timeout`, Slurm and Kubernetes signal the main process only: the pool must go too."""
+    out = tmp_path / "stopped"
+    process = subprocess.Popen([*CLI, "build-pairs", "--out", str(out), "--pairs-per-task", "8", "--seed", "1",
+                                "--workers", "2", "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env={**os.environ, "COLUMNS": "200"})
+    manifest = out / "manifest.jsonl"
+    deadline = time.time() + 120
+    workers: set[int] = set()
+    while time.time() < deadline and process.poll() is None:
+        workers |= descendants(process.pid)
+        if manifest.exists() and manifest.read_text().count("\n") >= 4:
+            break
+        time.sleep(0.02)
+    workers |= descendants(process.pid)
+    assert len(workers) >= 2, "the pool's workers were never seen"
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == code, stderr
+    if signum != signal.SIGKILL:  # a killed process says nothing; its workers must still not outlive it
+        assert "Traceback" not in stderr and "rerun the same command" in stderr
+    deadline = time.time() + 10
+    while time.time() < deadline and any(running(pid) for pid in workers):
+        time.sleep(0.1)
+    assert [pid for pid in workers if running(pid)] == []
+    assert manifest.read_text().count("\n") < 48, "the build finished before it could be interrupted"
+    summary = build_synthetic(out, pairs_per_task=8, seed=1, progress=False)
+    assert summary.resumed_jobs >= 2
+    reference, rerun = hashes(cli_set), hashes(out)
+    assert reference.pop("README.md") and rerun.pop("README.md")
+    assert rerun == reference

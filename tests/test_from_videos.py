@@ -21,6 +21,7 @@ from dybench.synth import GENERATORS, SceneOptions
 from dybench.synth.direction import direction_of_flow, mean_flow
 from dybench.tasks import transformed_answer
 from dybench.video import apply_transform, read_frames, read_frames_pyav, write_video
+from pixel_labels import pixel_answer
 
 CLI = [sys.executable, "-c", "from dybench.cli import main; main()"]
 OPTIONS = SceneOptions()
@@ -40,6 +41,9 @@ def source(tmp_path_factory) -> Path:
     events = render("event_sequence", "two_events", "a", 4)
     write_video(folder / "party.mp4", events.frames, 8)
     (folder / "party.json").write_text(json.dumps(events.fills))
+    moving = render("moving_direction", "object_motion", "up", 5).frames
+    write_video(folder / "one_frame.mp4", moving[:1], 8)
+    write_video(folder / "frozen.mp4", np.repeat(moving[:1], 16, axis=0), 8)
     return folder
 
 
@@ -91,6 +95,14 @@ def test_counterfactual_labels_follow_the_task_table(built):
         assert transformed_answer(original, counter.transform) == counter.answer
 
 
+def test_every_label_agrees_with_an_independent_pixel_reading(built):
+    """Direction by optical flow, growth by area, the events' order by which object acts first."""
+    items = load_data(str(built)).items
+    assert {i.task for i in items} == {"moving_direction", "reversible_dynamics", "event_sequence"}
+    for item in items:
+        assert pixel_answer(item, read_frames(built / item.video)[0]) == item.answer, item.id
+
+
 def test_counterfactual_direction_agrees_with_optical_flow(built):
     for original, counter in (pairs(built)["walk_right.mp4"], pairs(built)["rise.mp4"]):
         for item in (original, counter):
@@ -137,6 +149,7 @@ def run_cli(source: Path, annotations: Path, out: Path) -> subprocess.CompletedP
 
 
 GOOD = {"video": "walk_right.mp4", "task": "moving_direction", "options": ["left", "right", "up", "down"], "answer": "right"}
+EVENTS = {"video": "party.mp4", "task": "event_sequence", "options": ["x", "y"], "answer": "A"}  # 2 s at 8 fps
 
 
 @pytest.mark.parametrize(
@@ -153,12 +166,29 @@ GOOD = {"video": "walk_right.mp4", "task": "moving_direction", "options": ["left
          ["ann.jsonl:2", "segments"]),
         ({**GOOD, "options": ["up", "down"], "answer": "up", "transform": "hflip"}, ["ann.jsonl:2", "does not change"]),
         ({**GOOD, "video": "../outside.mp4"}, ["ann.jsonl:2", "outside"]),
+        # Segments: the label says segments[0] happens first, so they must be real, ordered, disjoint ranges.
+        (json.dumps(EVENTS)[:-1] + ', "segments": [[0, Infinity], [1, 2]]}', ["ann.jsonl:2", "segments", "finite"]),
+        (json.dumps(EVENTS)[:-1] + ', "segments": [[0, 1], [NaN, 2]]}', ["ann.jsonl:2", "segments", "finite"]),
+        ({**EVENTS, "segments": [[0, 1.5], [1.0, 2.0]]}, ["ann.jsonl:2", "field segments", "overlap"]),
+        ({**EVENTS, "segments": [[1.0, 2.0], [0, 1.0]]}, ["ann.jsonl:2", "field segments", "time order"]),
+        ({**EVENTS, "segments": [[0, 1.0], [1.0, 3.5]]}, ["ann.jsonl:2", "field segments", "3.5", "2 s"]),
+        ({**EVENTS, "segments": [[1.0, 0.5], [1.0, 2.0]]}, ["ann.jsonl:2", "field segments", "start < end"]),
+        # A counterfactual that is the original frame for frame would give the same pixels two labels.
+        ({**GOOD, "video": "one_frame.mp4", "options": ["up", "down"], "answer": "up", "transform": "reverse"},
+         ["ann.jsonl:2", "one_frame.mp4", "reverse", "same frames as the original"]),
+        ({**GOOD, "video": "frozen.mp4", "options": ["up", "down"], "answer": "up", "transform": "reverse"},
+         ["ann.jsonl:2", "frozen.mp4", "same frames as the original"]),
+        ({**EVENTS, "video": "frozen.mp4", "segments": [[0, 1.0], [1.0, 2.0]]},
+         ["ann.jsonl:2", "frozen.mp4", "swap_segments", "same frames as the original"]),
     ],
 )
 def test_bad_annotation_or_video_fails_with_one_line_naming_file_and_line(source, tmp_path, bad, fragments):
     (source / "broken.mp4").write_bytes(b"this is not a video" * 50)
     annotations = write_annotations(tmp_path / "ann.jsonl", [GOOD, bad])
     assert_one_line_error(run_cli(source, annotations, tmp_path / "out"), *fragments)
+    # nothing of the bad line is left behind, finished or not
+    assert [p.name for p in (tmp_path / "out").rglob("*.*") if p.parent.name == "videos"
+            and not p.name.startswith("walk_right")] == []
 
 
 def test_an_unreadable_video_keeps_the_pairs_already_built(source, tmp_path):

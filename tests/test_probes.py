@@ -20,7 +20,8 @@ from dybench.probe_suite import ProbeSummary, read_summary, run_probe_suite
 from dybench.probes import GREY, PROBES, STATIC_PROBES, answer_when_reversed, apply_probe, probe_items
 from dybench.store import read_predictions, read_run_config
 from dybench.tasks import transformed_answer
-from dybench.video import SampledClip
+from dybench.video import SampledClip, load_clip
+from pixel_labels import pixel_answer
 
 CLI = [sys.executable, "-c", "from dybench.cli import main; main()"]
 
@@ -88,6 +89,9 @@ def test_reversed_maps_dynamic_answers_through_the_task_table_and_leaves_out_wha
     for item in items:
         if item.task in ("moving_direction", "reversible_dynamics"):
             assert by_id[item.id].answer == transformed_answer(item, "reverse") != item.answer
+            # ...and it is what the reversed frames the model is shown say, read independently
+            shown_frames = apply_probe(load_clip(synthetic_test_set / item.video), "reversed", item.id).frames
+            assert pixel_answer(by_id[item.id], shown_frames) == by_id[item.id].answer, item.id
         else:  # event_sequence builds no pairs by reversal: reversing also runs each event backwards
             assert item.task == "event_sequence" and item.id not in by_id
     assert len(notes) == 1 and "event_sequence" in notes[0]

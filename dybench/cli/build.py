@@ -16,7 +16,7 @@ from dybench.errors import DyBenchError
 ANNOTATION_HELP = (
     "JSONL, one object per line: video (path inside SRC), task, options (list), answer (letter or option "
     "text); optional question, variant, option_keys, transform; for event_sequence, segments: two "
-    "(start, end) ranges in seconds, as two-number lists, in the order they happen. "
+    "(start, end) ranges in seconds, as two-number lists, in the order they happen, not overlapping, inside the clip. "
     'Example: {"video": "a.mp4", "task": "moving_direction", "options": ["left", "right", "up", "down"], '
     '"answer": "right"}'
 )
