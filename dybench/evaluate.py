@@ -35,6 +35,7 @@ from dybench.atomic import write_json_atomic
 from dybench.backends.base import Backend, Request, Response, Sampling
 from dybench.data import Dataset, load_data
 from dybench.errors import DyBenchError
+from dybench.escaping import rich_text
 from dybench.probes import apply_probe, check_probe, probe_items
 from dybench.prompts import PromptTemplate, extract_for_item, render_prompt, template_for
 from dybench.schema import Item, Prediction
@@ -367,7 +368,8 @@ def execute_run(plan: PlannedRun, engine: Backend, decode_workers: int = 2, prog
     finished = store.load()
     todo = [item for item in selected if item.id not in finished]
     if finished and progress:
-        console.print(f"resuming {run_dir}: {len(selected) - len(todo)} of {len(selected)} items already done")
+        console.print(rich_text(f"resuming {run_dir}: {len(selected) - len(todo)} of {len(selected)} items already done"),
+                      highlight=False)
     _run_batches(plan.dataset, todo, len(selected), engine, store, plan.template, plan.settings, plan.sampling,
                  batch_size, decode_workers, progress, console, config.probe)
 
