@@ -7,7 +7,8 @@ folder (p_acc_<probe>, temporal_reliance, answer_change_reversed), 95% interval 
 (`<metric>_lo`, `<metric>_hi`) and a one-line `provenance`. Publishing again replaces the rows
 with the same (model, dataset, config_hash); every value comes from the run (its date too), never
 the clock, so publishing the same runs twice writes the same bytes. Every file is written to a
-temp file and renamed into place. Names from the data reach every rendering through
+temp file and renamed into place, under a lock (`.NAME.csv.lock` beside the board) so concurrent
+publishers to one board keep each other's rows. Names from the data reach every rendering through
 dybench.escaping, so they show as written.
 """
 
@@ -23,6 +24,7 @@ import pandas as pd
 from dybench.atomic import write_atomic
 from dybench.errors import DyBenchError
 from dybench.escaping import html_text, markdown_text, plot_text
+from dybench.locks import file_lock, lock_path_for
 from dybench.probe_suite import PROBE_COLUMNS
 
 KEY = ["model", "dataset", "config_hash"]
@@ -464,10 +466,13 @@ def publish(run_dirs: Iterable[Path], out_csv: Path, include: Iterable[Path] = (
     if not rows:
         raise DyBenchError("nothing to publish: give at least one run directory (or --include a leaderboard CSV)")
     title = title or f"DyBench leaderboard: {out_csv.stem}"
-    existing = read_board(out_csv) if out_csv.is_file() and not fresh else None
-    frame = merge_rows(existing, pd.DataFrame.from_records(rows))
-    write_atomic(out_csv, csv_bytes(frame))
-    write_atomic(out_csv.with_suffix(".md"), markdown(frame, title).encode())
-    write_atomic(out_csv.with_suffix(".html"), html_page(frame, title).encode())
-    write_atomic(out_csv.with_suffix(".png"), chart_png(frame, title))
+    # Read, merge and write under one lock: two publishers to one board would otherwise both read
+    # the old rows and the second rename would drop the first one's row.
+    with file_lock(lock_path_for(out_csv)):
+        existing = read_board(out_csv) if out_csv.is_file() and not fresh else None
+        frame = merge_rows(existing, pd.DataFrame.from_records(rows))
+        write_atomic(out_csv, csv_bytes(frame))
+        write_atomic(out_csv.with_suffix(".md"), markdown(frame, title).encode())
+        write_atomic(out_csv.with_suffix(".html"), html_page(frame, title).encode())
+        write_atomic(out_csv.with_suffix(".png"), chart_png(frame, title))
     return frame

@@ -363,3 +363,31 @@ def test_readme_publish_command_with_the_reported_table_prints_its_table(runs, t
     assert len(read_board(tmp_path / "lb" / "mine.csv")) == 33
 
 
+# --- concurrent publishers --------------------------------------------------------------------
+
+PUBLISHER = """
+import sys, time
+from pathlib import Path
+from dybench.leaderboard import publish
+board, go, *runs = sys.argv[1:]
+while not Path(go).exists():
+    time.sleep(0.005)
+for run in runs:
+    publish([Path(run)], Path(board))
+"""
+
+
+def test_two_processes_publishing_to_one_board_keep_every_row(tmp_path):
+    """20 rounds: in each, two processes publish one new run each to the same board at once."""
+    rounds = 20
+    board, go = tmp_path / "board.csv", tmp_path / "go"
+    sides = [[write_run(tmp_path / side, f"{side}-{n}", n / rounds) for n in range(rounds)] for side in "ab"]
+    workers = [subprocess.Popen([sys.executable, "-c", PUBLISHER, str(board), str(go), *map(str, runs)],
+                                stderr=subprocess.PIPE, text=True) for runs in sides]
+    time.sleep(3)  # both have imported pandas and matplotlib and wait for the start
+    go.touch()
+    for worker in workers:
+        _, stderr = worker.communicate(timeout=600)
+        assert worker.returncode == 0, stderr
+    models = sorted(read_board(board)["model"])
+    assert models == sorted(f"{side}-{n}" for side in "ab" for n in range(rounds))
