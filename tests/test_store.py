@@ -268,3 +268,18 @@ def test_a_lock_holder_is_named_and_the_lock_is_free_again_after_it_is_released(
     holder.wait()
     with file_lock(path, wait=False):
         assert path.read_text().strip() == str(os.getpid())
+
+
+# --- predictions made elsewhere ---------------------------------------------------------------
+
+
+def test_an_external_predictions_file_giving_one_item_twice_is_refused_naming_line_and_id(synthetic_test_set, tmp_path):
+    ids = [item.id for item in load_data(str(synthetic_test_set)).items]
+    preds = tmp_path / "preds.jsonl"
+    rows = [{"id": ids[0], "pred": "A"}, {"id": ids[1], "pred": "B"}, {"id": ids[0], "pred": "B"}]
+    preds.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    result = subprocess.run([*CLI, "score", "--data", str(synthetic_test_set), "--predictions", str(preds),
+                             "--out", str(tmp_path / "scored")], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "COLUMNS": "300"})
+    assert_one_line_error(result, f"{preds}:3: id {ids[0]!r} was already given at {preds}:1")
+    assert not (tmp_path / "scored" / "scores.json").exists()
