@@ -125,8 +125,13 @@ def skip_reason(command: Command, skipped_outputs: list[str] = ()) -> str | None
 
 
 def fresh_clone(target: Path) -> None:
-    """The repository's tracked files as they are in the working tree (a clone of this state)."""
-    listed = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z"], capture_output=True, check=True)
+    """The repository's tracked files as they are in the working tree (a clone of this state);
+    without git (a source archive), every file but what set-up and earlier runs leave behind."""
+    listed = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z"], capture_output=True)
+    if listed.returncode != 0:
+        shutil.copytree(REPO, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns(
+            ".git", ".venv", "__pycache__", ".pytest_cache", "runs", "data", "demo", "out"))
+        return
     for name in listed.stdout.decode().split("\0"):
         source = REPO / name
         if name and source.is_file():
