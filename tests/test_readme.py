@@ -4,8 +4,8 @@ The blocks are read from README.md in order and run one command at a time with b
 the repository's tracked files (what a fresh clone holds), so later commands see what earlier ones
 wrote (`runs/*` holds the runs made above it). Each must exit 0 without a traceback.
 
-What is not run, and why, is decided by the rules in SKIP (each with its reason, printed by
-`pytest -rs`-style output on failure): set-up commands (this test already runs inside the
+What is not run, and why, is decided by the rules in SKIP, each with its reason (`pytest -s` shows
+what ran, how long it took, and what was skipped and why): set-up commands (this test already runs inside the
 environment they make), commands that need model weights, a GPU, a server or a download, synopses
 with placeholders, the half-hour lab experiment, and commands that read the output of a skipped
 command. Nothing else is changed: no option, path or number is substituted.
