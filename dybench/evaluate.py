@@ -35,6 +35,7 @@ from dybench.atomic import write_json_atomic
 from dybench.backends.base import Backend, Request, Response, Sampling
 from dybench.data import Dataset, load_data
 from dybench.errors import DyBenchError
+from dybench.escaping import rich_text
 from dybench.probes import apply_probe, check_probe, probe_items
 from dybench.prompts import PromptTemplate, extract_for_item, render_prompt, template_for
 from dybench.schema import Item, Prediction
@@ -47,7 +48,9 @@ from dybench.store import (
     ShardSpec,
     VideoSettings,
     check_resumable,
+    check_run_dir_free,
     current_command,
+    hold_run_dir,
     open_run,
     package_versions,
     parse_shard,
@@ -340,7 +343,8 @@ def plan_run(
         versions=package_versions(),
         command=current_command(),
     )
-    if (run_dir / RUN_JSON).is_file():  # a conflicting run directory fails before the backend starts
+    check_run_dir_free(run_dir)  # a busy or conflicting run directory fails before the backend starts
+    if (run_dir / RUN_JSON).is_file():
         check_resumable(run_dir, config, ignore=("backend", "backend_settings"))
     asked = dataclasses.replace(dataset, items=selected, notes=[*dataset.notes, *notes])
     return PlannedRun(run_dir, asked, template, spec, settings, config, sampling, batch_size)
@@ -361,18 +365,20 @@ def execute_run(plan: PlannedRun, engine: Backend, decode_workers: int = 2, prog
     console = console or Console(stderr=True)
     run_dir = plan.run_dir
     config = plan.config.model_copy(update={"backend": engine.name, "backend_settings": engine.describe()})
-    store = open_run(run_dir, config)
-    batch_size = plan.batch_size or DEFAULT_BATCH_SIZES.get(config.backend.split(":")[0], 8)
-    selected = plan.dataset.items
-    finished = store.load()
-    todo = [item for item in selected if item.id not in finished]
-    if finished and progress:
-        console.print(f"resuming {run_dir}: {len(selected) - len(todo)} of {len(selected)} items already done")
-    _run_batches(plan.dataset, todo, len(selected), engine, store, plan.template, plan.settings, plan.sampling,
-                 batch_size, decode_workers, progress, console, config.probe)
+    with hold_run_dir(run_dir):
+        store = open_run(run_dir, config)
+        batch_size = plan.batch_size or DEFAULT_BATCH_SIZES.get(config.backend.split(":")[0], 8)
+        selected = plan.dataset.items
+        finished = store.load()
+        todo = [item for item in selected if item.id not in finished]
+        if finished and progress:
+            console.print(rich_text(f"resuming {run_dir}: {len(selected) - len(todo)} of {len(selected)} items "
+                                    "already done"), highlight=False)
+        _run_batches(plan.dataset, todo, len(selected), engine, store, plan.template, plan.settings, plan.sampling,
+                     batch_size, decode_workers, progress, console, config.probe)
 
-    scores = score(plan.dataset, store.load())
-    write_json_atomic(run_dir / SCORES, scores)
+        scores = score(plan.dataset, store.load())
+        write_json_atomic(run_dir / SCORES, scores)
     return scores
 
 

@@ -70,7 +70,10 @@ def timeblind_predictions(dataset: Dataset, rows: list[dict[str, Any]]) -> dict[
 
 
 def our_predictions(rows: list[tuple[str, Any]]) -> dict[str, Prediction]:
+    """Our rows by item id. An id given twice is refused: which answer to score would be a guess
+    (TimeBlind's format keeps its reference's rule instead, see timeblind_predictions)."""
     predictions: dict[str, Prediction] = {}
+    first_seen: dict[str, str] = {}
     for where, row in rows:
         if not isinstance(row, dict):
             raise DyBenchError(f"{where}: expected a JSON object with id and output or pred")
@@ -81,7 +84,11 @@ def our_predictions(rows: list[tuple[str, Any]]) -> dict[str, Prediction]:
             raise DyBenchError(f"{where}: {pydantic_message(exc)}") from None
         if "output" not in row and "pred" not in row:
             raise DyBenchError(f"{where}: a prediction needs an output (raw text) or a pred (letter)")
-        predictions.setdefault(prediction.id, prediction)
+        if prediction.id in predictions:
+            raise DyBenchError(f"{where}: id {prediction.id!r} was already given at {first_seen[prediction.id]}; "
+                               "keep one prediction per item")
+        predictions[prediction.id] = prediction
+        first_seen[prediction.id] = where
     return predictions
 
 

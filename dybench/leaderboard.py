@@ -7,12 +7,13 @@ folder (p_acc_<probe>, temporal_reliance, answer_change_reversed), 95% interval 
 (`<metric>_lo`, `<metric>_hi`) and a one-line `provenance`. Publishing again replaces the rows
 with the same (model, dataset, config_hash); every value comes from the run (its date too), never
 the clock, so publishing the same runs twice writes the same bytes. Every file is written to a
-temp file and renamed into place.
+temp file and renamed into place, under a lock (`.NAME.csv.lock` beside the board) so concurrent
+publishers to one board keep each other's rows. Names from the data reach every rendering through
+dybench.escaping, so they show as written.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import math
 from pathlib import Path
@@ -22,6 +23,8 @@ import pandas as pd
 
 from dybench.atomic import write_atomic
 from dybench.errors import DyBenchError
+from dybench.escaping import html_text, markdown_text, plot_text
+from dybench.locks import file_lock, lock_path_for
 from dybench.probe_suite import PROBE_COLUMNS
 
 KEY = ["model", "dataset", "config_hash"]
@@ -251,17 +254,19 @@ def markdown(frame: pd.DataFrame, title: str) -> str:
     probes = probe_columns_of(frame)
     header += [PROBE_LABELS.get(c, c) for c in probes]
     header += ["pairs", "date", "dybench", "config"]
-    lines = [f"# {title}", "", "Rates in percent; intervals: 95% bootstrap over pairs. "
+    lines = [f"# {markdown_text(title)}", "", "Rates in percent; intervals: 95% bootstrap over pairs. "
              "`reported` rows are published numbers, not reproduced here.", "",
-             "| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+             "| " + " | ".join(map(markdown_text, header)) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     for _, row in frame.iterrows():
-        cells = [row["model"], row["dataset"], row["source"], _pct(row["acc"]), _pct(row["p_acc"]), _ci(row, "p_acc"),
+        # text from the data is escaped; numbers and intervals are our own formatting
+        model, dataset, source, date, version, config = (
+            markdown_text(row[c]) for c in ("model", "dataset", "source", "date", "dybench_version", "config_hash"))
+        cells = [model, dataset, source, _pct(row["acc"]), _pct(row["p_acc"]), _ci(row, "p_acc"),
                  *[_pct(row[f"p_acc_{c}"]) for c in cats]]
         cells += [_pct(row["i_acc"])] if has_timeblind else []
         cells += [_pct(row[c]) for c in probes]
-        cells += ["" if pd.isna(row["n_pairs"]) else str(int(row["n_pairs"])), row["date"], row["dybench_version"],
-                  row["config_hash"]]
-        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+        cells += ["" if pd.isna(row["n_pairs"]) else str(int(row["n_pairs"])), date, version, config]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -346,7 +351,7 @@ published numbers, not reproduced here. Click a column to sort; hover a row or o
 
 def _number_cell(value: Any, ci: str = "") -> str:
     sort = "" if _pct(value) == "" else repr(float(value))
-    extra = f'<span class="ci">{html.escape(ci)}</span>' if ci else ""
+    extra = f'<span class="ci">{html_text(ci)}</span>' if ci else ""
     return f'<td data-sort="{sort}">{_pct(value)}{extra}</td>'
 
 
@@ -360,7 +365,7 @@ def html_page(frame: pd.DataFrame, title: str) -> str:
         columns += [("q_acc", "Q-Acc", False), ("v_acc", "V-Acc", False), ("i_acc", "I-Acc", False)]
     columns += [(c, PROBE_LABELS.get(c, c).removesuffix(" %"), False) for c in probe_columns_of(frame)]
     columns += [("n_pairs", "pairs", False), ("date", "date", True), ("provenance", "how", True)]
-    head = "".join(f'<th data-column="{name}" class="{"text" if text else ""}">{html.escape(label)}</th>'
+    head = "".join(f'<th data-column="{html_text(name)}" class="{"text" if text else ""}">{html_text(label)}</th>'
                    for name, label, text in columns)
     body = []
     for _, row in frame.iterrows():
@@ -368,27 +373,33 @@ def html_page(frame: pd.DataFrame, title: str) -> str:
         cells = []
         for name, _label, text in columns:
             if name == "provenance":
-                cells.append(f'<td class="text"><details><summary>how</summary><div>{html.escape(provenance)}</div></details></td>')
+                cells.append(f'<td class="text"><details><summary>how</summary><div>{html_text(provenance)}</div></details></td>')
             elif name == "n_pairs":
                 value = row["n_pairs"]
                 cells.append(f'<td data-sort="{"" if pd.isna(value) else int(value)}">{"" if pd.isna(value) else int(value)}</td>')
             elif text:
-                cells.append(f'<td class="text">{html.escape(str(row[name]))}</td>')
+                cells.append(f'<td class="text">{html_text(str(row[name]))}</td>')
             else:
                 ci = _ci(row, name) if f"{name}_lo" in frame.columns else ""
                 cells.append(_number_cell(row[name], ci))
         css = "row reported" if row["source"] == "reported" else "row"
-        body.append(f'<tr class="{css}" title="{html.escape(provenance)}">{"".join(cells)}</tr>')
-    return _PAGE.format(title=html.escape(title), head=head, body="\n".join(body))
+        body.append(f'<tr class="{css}" title="{html_text(provenance)}">{"".join(cells)}</tr>')
+    return _PAGE.format(title=html_text(title), head=head, body="\n".join(body))
 
 
 def chart_png(frame: pd.DataFrame, title: str) -> bytes:
-    """Grouped bars: P-Acc per model (and dataset) overall and per category, with interval bars."""
-    import io
-
+    """Grouped bars: P-Acc per model (and dataset) overall and per category, with interval bars.
+    Drawn with usetex off whatever the user's matplotlibrc says, so plot_text's escaping holds."""
     import matplotlib
 
     matplotlib.use("Agg")
+    with matplotlib.rc_context({"text.usetex": False}):
+        return _draw_chart(frame, title)
+
+
+def _draw_chart(frame: pd.DataFrame, title: str) -> bytes:
+    import io
+
     import matplotlib.pyplot as plt
     import numpy as np
 
@@ -397,7 +408,7 @@ def chart_png(frame: pd.DataFrame, title: str) -> bytes:
     # Only rows that have a P-Acc (TimeBlind rows reported with I-Acc alone have none to draw).
     plotted = frame[frame[[c for c, _ in groups]].notna().any(axis=1)]
     several_datasets = plotted["dataset"].nunique() > 1
-    labels = [f"{r['model']} ({r['dataset']})" if several_datasets else str(r["model"]) for _, r in plotted.iterrows()]
+    labels = [plot_text(f"{r['model']} ({r['dataset']})" if several_datasets else r["model"]) for _, r in plotted.iterrows()]
     n = max(len(plotted), 1)
     width = 0.8 / n
     colours = plt.get_cmap("tab20" if n > 10 else "tab10")
@@ -424,10 +435,10 @@ def chart_png(frame: pd.DataFrame, title: str) -> bytes:
     if plotted.empty:
         ax.text(0.5, 0.5, "no P-Acc values to draw", ha="center", va="center", transform=ax.transAxes)
     ax.set_xticks(x)
-    ax.set_xticklabels([label for _, label in groups])
+    ax.set_xticklabels([plot_text(label) for _, label in groups])
     ax.set_ylabel("P-Acc (%), bars: 95% interval")
     ax.set_ylim(0, 100)
-    ax.set_title(title)
+    ax.set_title(plot_text(title))
     ax.grid(axis="y", alpha=0.3)
     if not plotted.empty:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
@@ -454,11 +465,14 @@ def publish(run_dirs: Iterable[Path], out_csv: Path, include: Iterable[Path] = (
         rows.extend(read_board(Path(path)).to_dict("records"))
     if not rows:
         raise DyBenchError("nothing to publish: give at least one run directory (or --include a leaderboard CSV)")
-    existing = read_board(out_csv) if out_csv.is_file() and not fresh else None
-    frame = merge_rows(existing, pd.DataFrame.from_records(rows))
     title = title or f"DyBench leaderboard: {out_csv.stem}"
-    write_atomic(out_csv, csv_bytes(frame))
-    write_atomic(out_csv.with_suffix(".md"), markdown(frame, title).encode())
-    write_atomic(out_csv.with_suffix(".html"), html_page(frame, title).encode())
-    write_atomic(out_csv.with_suffix(".png"), chart_png(frame, title))
+    # Read, merge and write under one lock: two publishers to one board would otherwise both read
+    # the old rows and the second rename would drop the first one's row.
+    with file_lock(lock_path_for(out_csv)):
+        existing = read_board(out_csv) if out_csv.is_file() and not fresh else None
+        frame = merge_rows(existing, pd.DataFrame.from_records(rows))
+        write_atomic(out_csv, csv_bytes(frame))
+        write_atomic(out_csv.with_suffix(".md"), markdown(frame, title).encode())
+        write_atomic(out_csv.with_suffix(".html"), html_page(frame, title).encode())
+        write_atomic(out_csv.with_suffix(".png"), chart_png(frame, title))
     return frame

@@ -28,6 +28,7 @@ from rich.console import Console
 from dybench import __version__
 from dybench.data import pydantic_message
 from dybench.errors import DyBenchError
+from dybench.escaping import plot_text, rich_text
 from dybench.probes import PROBES, STATIC_PROBES, NoItemsUnderProbe, check_probe
 
 if TYPE_CHECKING:
@@ -148,12 +149,12 @@ def run_probe_suite(
             plans.append(plan_run(model, data, out / (name or FULL), backend=backend, probe=name, **run_options))
         except NoItemsUnderProbe as exc:  # e.g. reversed on data without task tables: the other probes still tell
             skipped[name] = str(exc)
-            console.print(f"[yellow]warning:[/] {name} skipped: {exc}", highlight=False)
+            console.print(f"[yellow]warning:[/] {name} skipped: {rich_text(exc)}", highlight=False)
     engine = start_backend(plans[0], backend, backend_options)
     try:
         for plan in plans:
             if progress:
-                console.print(f"[bold]{plan.config.probe or FULL}[/] -> {plan.run_dir}")
+                console.print(f"[bold]{plan.config.probe or FULL}[/] -> {rich_text(plan.run_dir)}", highlight=False)
             execute_run(plan, engine, decode_workers=decode_workers, progress=progress, console=console)
     finally:
         engine.close()
@@ -274,12 +275,12 @@ def chart_png(summary: ProbeSummary) -> bytes:
         # "n/a": the run has no pairs there (reversed leaves out tasks the table gives no answer for)
         ax.bar_label(bars, labels=["n/a" if np.isnan(v) else f"{v:.0f}" for v in values], fontsize=7, padding=1)
     ax.set_xticks(x)
-    ax.set_xticklabels([g.replace("_", " ") for g in groups])
+    ax.set_xticklabels([plot_text(g.replace("_", " ")) for g in groups])
     ax.set_ylabel("P-Acc (%)")
     ax.set_ylim(0, 105)
     reliance = "-" if summary.temporal_reliance is None else f"{100 * summary.temporal_reliance:.1f} points"
-    ax.set_title(f"{summary.model} on {summary.dataset}: P-Acc under shortcut probes\n"
-                 f"temporal reliance {reliance} (full minus best static probe)", fontsize=10)
+    ax.set_title(plot_text(f"{summary.model} on {summary.dataset}: P-Acc under shortcut probes\n")
+                 + f"temporal reliance {reliance} (full minus best static probe)", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     fig.tight_layout()

@@ -4,7 +4,9 @@ Predictions are appended and flushed one batch at a time (and fsync'ed at least 
 a crash, SIGKILL or Ctrl-C loses at most the batch in flight. Each row carries a resume key (item
 id + the run's fingerprint): rerunning the same command skips finished items, and a run directory
 never mixes rows made with different settings. A crash in the middle of a write leaves a truncated last line; it is ignored and cut off
-before the next append. `--shard i/n` splits a dataset by pairs; `merge_runs` joins the shards.
+before the next append. One process writes a run directory at a time (`hold_run_dir`, a lock in
+`RUN_DIR/.dybench.lock`): a second eval into a busy directory stops at once instead of asking every
+question again. `--shard i/n` splits a dataset by pairs; `merge_runs` joins the shards.
 """
 
 from __future__ import annotations
@@ -17,20 +19,23 @@ import platform
 import sys
 import time
 from importlib import metadata
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from pydantic import BaseModel, Field, ValidationError
 
 from dybench.atomic import write_json_atomic
 from dybench.data import pydantic_message
 from dybench.errors import DyBenchError
+from dybench.locks import describe_holder, file_lock
 from dybench.prompts import PromptTemplate
 from dybench.schema import Item, Prediction
 
 RUN_JSON = "run.json"
 PREDICTIONS = "predictions.jsonl"
 SCORES = "scores.json"
+RUN_LOCK = ".dybench.lock"
 
 FINGERPRINTED = ("model", "backend", "backend_settings", "video", "prompt", "sampling", "dataset_fingerprint", "probe")
 """The run.json fields that decide the answers. Shard, command, versions and dates do not: every
@@ -277,6 +282,25 @@ def check_resumable(run_dir: Path, config: RunConfig, ignore: tuple[str, ...] = 
     return existing
 
 
+@contextmanager
+def hold_run_dir(run_dir: Path) -> Iterator[None]:
+    """Be the one process writing `run_dir` for the `with` block; if another process is, stop at
+    once with one line naming it (two writers would both ask every unfinished question)."""
+    def busy(pid: int | None) -> str:
+        return f"another dybench eval is writing to {run_dir} ({describe_holder(pid)})"
+
+    with file_lock(Path(run_dir) / RUN_LOCK, wait=False, busy_message=busy):
+        yield
+
+
+def check_run_dir_free(run_dir: Path) -> None:
+    """Fail now if another process is writing `run_dir` (checked before a backend spends minutes
+    starting; `hold_run_dir` is what keeps a second writer out)."""
+    if (Path(run_dir) / RUN_LOCK).is_file():
+        with hold_run_dir(run_dir):
+            pass
+
+
 def open_run(run_dir: Path, config: RunConfig) -> PredictionStore:
     """Create or resume `run_dir` for `config`; refuse a directory holding a different run."""
     config = config.sealed()
@@ -354,26 +378,27 @@ def merge_runs(shard_dirs: list[Path], out: Path) -> tuple[RunConfig, dict[str, 
             owner[item_id] = run_dir
         configs.append(config)
     first = configs[0]
-    if (out / RUN_JSON).is_file():
-        existing = read_run_config(out)
-        if existing.fingerprint != first.fingerprint or not existing.merged_from:
-            raise DyBenchError(f"{out} already holds a different run; merge into a new --out directory")
-    record = first.model_copy(
-        update={
-            "shard": None,
-            "merged_from": [str(p.resolve()) for p in shard_dirs],
-            "command": current_command(),
-            "created": now(),
-            "updated": now(),
-        }
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{PREDICTIONS}.partial"
-    with tmp.open("w", encoding="utf-8") as handle:
-        for row in merged.values():
-            handle.write(row.model_dump_json() + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(out / PREDICTIONS)
-    write_json_atomic(out / RUN_JSON, record.model_dump(mode="json"))
-    return record, merged
+    with hold_run_dir(out):  # an eval writing `out` must not see its files replaced
+        if (out / RUN_JSON).is_file():
+            existing = read_run_config(out)
+            if existing.fingerprint != first.fingerprint or not existing.merged_from:
+                raise DyBenchError(f"{out} already holds a different run; merge into a new --out directory")
+        record = first.model_copy(
+            update={
+                "shard": None,
+                "merged_from": [str(p.resolve()) for p in shard_dirs],
+                "command": current_command(),
+                "created": now(),
+                "updated": now(),
+            }
+        )
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / f".{PREDICTIONS}.partial"
+        with tmp.open("w", encoding="utf-8") as handle:
+            for row in merged.values():
+                handle.write(row.model_dump_json() + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(out / PREDICTIONS)
+        write_json_atomic(out / RUN_JSON, record.model_dump(mode="json"))
+        return record, merged

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
+from cli_errors import assert_one_line_error
+from dybench.data import load_data
 from dybench.errors import DyBenchError
+from dybench.evaluate import TEST_SLEEP_ENV
 from dybench.prompts import template_for
 from dybench.schema import Item, Prediction
 from dybench.store import (
@@ -193,3 +201,85 @@ def test_merge_joins_shards_and_refuses_overlaps_or_other_settings(tmp_path):
     odd.append(rows(odd, ["z"]))
     with pytest.raises(DyBenchError, match="different settings"):
         merge_runs([tmp_path / "s0", tmp_path / "odd"], tmp_path / "all3")
+
+
+# --- one writer per run directory -------------------------------------------------------------
+
+CLI = [sys.executable, "-c", "from dybench.cli import main; main()"]
+
+
+def prediction_ids(run: Path) -> list[str]:
+    return [json.loads(line)["id"] for line in (run / "predictions.jsonl").read_text().splitlines() if line.strip()]
+
+
+def eval_args(data: Path, run: Path) -> list[str]:
+    return [*CLI, "eval", "--model", "baseline:random", "--data", str(data), "--out", str(run), "--batch-size", "2",
+            "--no-progress"]
+
+
+def test_a_second_eval_into_a_busy_run_directory_fails_at_once_naming_the_writer(synthetic_test_set, tmp_path):
+    run = tmp_path / "run"
+    n_items = len(load_data(str(synthetic_test_set)).items)
+    first = subprocess.Popen(eval_args(synthetic_test_set, run), env={**os.environ, TEST_SLEEP_ENV: "1.0"},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    predictions = run / "predictions.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (predictions.exists() and predictions.read_text().count("\n") >= 2):
+        time.sleep(0.05)
+    second = subprocess.run(eval_args(synthetic_test_set, run), capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "COLUMNS": "300"})
+    assert first.poll() is None, "the second eval waited for the first instead of failing at once"
+    assert_one_line_error(second, f"another dybench eval is writing to {run} (pid {first.pid})")
+    _, stderr = first.communicate(timeout=300)
+    assert first.returncode == 0, stderr
+    assert sorted(prediction_ids(run)) == sorted(item.id for item in load_data(str(synthetic_test_set)).items)
+    assert len(prediction_ids(run)) == n_items
+    rerun = subprocess.run(eval_args(synthetic_test_set, run), capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr  # the lock went with the first process
+    assert len(prediction_ids(run)) == n_items
+
+
+def test_two_evals_started_together_never_duplicate_or_lose_a_prediction(synthetic_test_set, tmp_path):
+    items = sorted(item.id for item in load_data(str(synthetic_test_set)).items)
+    for trial in range(3):
+        run = tmp_path / f"run{trial}"
+        both = [subprocess.Popen(eval_args(synthetic_test_set, run), env={**os.environ, TEST_SLEEP_ENV: "0.2"},
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        errors = [process.communicate(timeout=300)[1] for process in both]
+        codes = sorted(process.returncode for process in both)
+        assert codes == [0, 2], errors
+        assert any(f"another dybench eval is writing to {run}" in error for error in errors), errors
+        assert sorted(prediction_ids(run)) == items
+
+
+def test_a_lock_holder_is_named_and_the_lock_is_free_again_after_it_is_released(tmp_path):
+    from dybench.locks import LockBusy, file_lock
+
+    path = tmp_path / ".board.csv.lock"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom dybench.locks import file_lock\n"
+                               f"with file_lock({str(path)!r}):\n    print('held', flush=True)\n    time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(LockBusy) as busy:
+        with file_lock(path, wait=False):
+            pass
+    assert busy.value.holder_pid == holder.pid
+    holder.kill()  # SIGKILL: the operating system drops the lock with the process
+    holder.wait()
+    with file_lock(path, wait=False):
+        assert path.read_text().strip() == str(os.getpid())
+
+
+# --- predictions made elsewhere ---------------------------------------------------------------
+
+
+def test_an_external_predictions_file_giving_one_item_twice_is_refused_naming_line_and_id(synthetic_test_set, tmp_path):
+    ids = [item.id for item in load_data(str(synthetic_test_set)).items]
+    preds = tmp_path / "preds.jsonl"
+    rows = [{"id": ids[0], "pred": "A"}, {"id": ids[1], "pred": "B"}, {"id": ids[0], "pred": "B"}]
+    preds.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    result = subprocess.run([*CLI, "score", "--data", str(synthetic_test_set), "--predictions", str(preds),
+                             "--out", str(tmp_path / "scored")], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "COLUMNS": "300"})
+    assert_one_line_error(result, f"{preds}:3: id {ids[0]!r} was already given at {preds}:1")
+    assert not (tmp_path / "scored" / "scores.json").exists()

@@ -12,6 +12,7 @@ from dybench.build import BuildSummary, build_from_videos, build_synthetic
 from dybench.signals import interrupt_exit_code
 from dybench.cli.common import console, err_console
 from dybench.errors import DyBenchError
+from dybench.escaping import rich_text
 
 ANNOTATION_HELP = (
     "JSONL, one object per line: video (path inside SRC), task, options (list), answer (letter or option "
@@ -50,7 +51,8 @@ def build_pairs_command(
         summary = _build(out, tasks, pairs_per_task, seed, split, workers, size, frames, fps, color_by_direction,
                          from_videos, annotations, progress)
     except KeyboardInterrupt:
-        err_console.print(f"interrupted: finished pairs are kept in {out}; rerun the same command to resume")
+        err_console.print(rich_text(f"interrupted: finished pairs are kept in {out}; rerun the same command to resume"),
+                          highlight=False)
         raise typer.Exit(interrupt_exit_code()) from None
     print_summary(summary)
 
@@ -80,11 +82,12 @@ def _build(out: Path, tasks: str | None, pairs_per_task: int, seed: int, split: 
 
 def print_summary(summary: BuildSummary) -> None:
     letters = sorted(summary.per_letter)
-    table = Table(title=f"{summary.out}: {summary.n_pairs} pairs, {summary.n_items} items")
+    table = Table(title=rich_text(f"{summary.out}: {summary.n_pairs} pairs, {summary.n_items} items"))
     for column in ("category", "pairs", "items", *letters):
         table.add_column(column, justify="left" if column == "category" else "right")
     for category, counts in summary.per_category.items():
-        table.add_row(category, str(counts.pairs), str(counts.items), *(str(counts.letters.get(x, 0)) for x in letters))
+        table.add_row(rich_text(category), str(counts.pairs), str(counts.items), *(str(counts.letters.get(x, 0)) for x in letters))
     console.print(table)
     resumed = f", {summary.resumed_jobs} already done" if summary.resumed_jobs else ""
-    console.print(f"built {summary.built_jobs} pairs{resumed}; data card: {summary.out / 'README.md'}")
+    console.print(rich_text(f"built {summary.built_jobs} pairs{resumed}; data card: {summary.out / 'README.md'}"),
+                  highlight=False)

@@ -11,6 +11,7 @@ from rich.table import Table
 from dybench.backends.base import Sampling
 from dybench.signals import interrupt_exit_code
 from dybench.cli.common import console, err_console, fail
+from dybench.escaping import rich_text
 
 BACKENDS = ("vllm", "openai", "hf", "baseline")
 
@@ -29,12 +30,12 @@ def _with_interval(entry: dict[str, Any], name: str) -> str:
 
 def print_summary(scores: dict[str, Any], title: str) -> None:
     """Acc / P-Acc (with 95% intervals) overall and per category, as percentages."""
-    table = Table(title=title)
+    table = Table(title=rich_text(title))
     table.add_column("category")
     for column in ("Acc % [95% CI]", "P-Acc % [95% CI]", "pairs"):
         table.add_column(column, justify="right")
     rows = sorted((scores.get("per_category") or {}).items())
-    for name, entry in [*rows, ("[bold]all", scores)]:
+    for name, entry in [*[(rich_text(name), entry) for name, entry in rows], ("[bold]all", scores)]:
         table.add_row(name, _with_interval(entry, "acc"), _with_interval(entry, "p_acc"), str(entry.get("n_pairs", "-")))
     console.print(table)
     line = (f"items: {scores.get('n_items', '-')}   invalid answers: {_percent(scores.get('invalid_rate'))}%   "
@@ -135,7 +136,8 @@ def eval_command(
     except KeyboardInterrupt:  # before the first batch: nothing to keep
         fail("interrupted before any item was evaluated", code=interrupt_exit_code())
     print_summary(scores, title=f"{model} on {data}" + (f" (probe: {probe})" if probe else ""))
-    console.print(f"wrote {out / 'predictions.jsonl'}, {out / 'run.json'}, {out / 'scores.json'}")
+    console.print(rich_text(f"wrote {out / 'predictions.jsonl'}, {out / 'run.json'}, {out / 'scores.json'}"),
+                  highlight=False)
 
 
 def _eval_data_parallel(count: int, out: Path, eval_kwargs: dict[str, Any], devices_per_worker: int,
@@ -173,7 +175,8 @@ def merge_command(
     if missing:
         err_console.print(f"[yellow]warning:[/] {missing} items have no prediction (a shard missing or "
                           "unfinished?); they count as wrong")
-    console.print(f"wrote {out / 'predictions.jsonl'} ({len(rows)} items), {out / 'run.json'}, {out / 'scores.json'}")
+    console.print(rich_text(f"wrote {out / 'predictions.jsonl'} ({len(rows)} items), {out / 'run.json'}, "
+                            f"{out / 'scores.json'}"), highlight=False)
 
 
 __all__ = ["eval_command", "merge_command"]

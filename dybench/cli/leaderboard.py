@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from dybench.cli.common import console
+from dybench.escaping import rich_text
 
 leaderboard_app = typer.Typer(help="Publish leaderboards (CSV, Markdown, a static HTML page and a PNG chart).",
                               no_args_is_help=True)
@@ -29,4 +30,4 @@ def publish_command(
 
     frame = publish(run_dirs, out, include=include or [], title=title)
     console.print(leaderboard_table(frame, title or out.stem))
-    console.print(f"wrote {out} (+ .md, .html, .png)")
+    console.print(rich_text(f"wrote {out} (+ .md, .html, .png)"), highlight=False)

@@ -12,6 +12,7 @@ from rich.table import Table
 from dybench.backends.base import Sampling
 from dybench.signals import interrupt_exit_code
 from dybench.cli.common import console, err_console, fail
+from dybench.escaping import rich_text
 from dybench.cli.eval import BACKENDS
 from dybench.probes import PROBES
 from dybench.tables import SHORT_NAMES, interval, percent
@@ -31,10 +32,10 @@ def probe_tables(summary: ProbeSummary, title: str) -> list[Table]:
     categories = sorted({c for run in summary.runs for c, block in run.per_category.items() if block.n_pairs})
     tables = []
     for metric, label in (("p_acc", "P-Acc"), ("acc", "Acc")):
-        table = Table(title=f"{title}: {label} %", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
+        table = Table(title=rich_text(f"{title}: {label} %"), box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
                       padding=(0, 1, 0, 0))
         table.add_column("video", no_wrap=True)
-        columns = ["all", *(["95% CI"] if metric == "p_acc" else []), *[SHORT_NAMES.get(c, c) for c in categories],
+        columns = ["all", *(["95% CI"] if metric == "p_acc" else []), *[rich_text(SHORT_NAMES.get(c, c)) for c in categories],
                    "pairs"]
         for column in columns:
             table.add_column(column, justify="right", no_wrap=True)
@@ -135,8 +136,8 @@ def probe_command(
     for table in probe_tables(summary, f"{model} on {summary.dataset}"):
         console.print(table)
     for line in summary_lines(summary):
-        console.print(line, highlight=False)
-    console.print(f"wrote {out / SUMMARY}, {out / CHART} and one run directory per row", highlight=False)
+        console.print(rich_text(line), highlight=False)
+    console.print(rich_text(f"wrote {out / SUMMARY}, {out / CHART} and one run directory per row"), highlight=False)
 
 
 __all__ = ["probe_command", "probe_tables"]

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from dybench.cli.common import console, fail
+from dybench.escaping import rich_text
 from dybench.tables import scores_summary, scores_table
 
 
@@ -43,5 +44,5 @@ def score_command(
         where = out / "scores.json"
     console.print(scores_table(scores, title))
     for line in scores_summary(scores):
-        console.print(line, highlight=False)
-    console.print(f"wrote {where}")
+        console.print(rich_text(line), highlight=False)
+    console.print(rich_text(f"wrote {where}"), highlight=False)
