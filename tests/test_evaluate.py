@@ -409,3 +409,52 @@ def test_request_timeout_bounds_every_request_of_a_run(synthetic_test_set, slow_
     assert time.monotonic() - start < 60
     rows = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all(row["pred"] is None and "1 s" in row["error"] for row in rows)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process whose chain of parents leads to `pid`."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if fields[0] != "Z":
+                parents[int(entry.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, ppid in parents.items() if ppid == parent]
+        found.extend(children)
+        frontier.extend(children)
+    return found
+
+
+@pytest.mark.slow
+def test_a_sigtermed_vllm_eval_leaves_no_engine_process_behind(synthetic_test_set, tmp_path):
+    pytest.importorskip("vllm")
+    run = tmp_path / "run"
+    command = Interrupted(
+        ["eval", "--model", "tiny-random-qwen3-vl", "--backend", "vllm", "--max-model-len", "2048", "--data",
+         str(synthetic_test_set), "--limit", "6", "--num-frames", "4", "--max-tokens", "2", "--batch-size", "1",
+         "--no-progress", "--out", str(run)],
+        env={"DYBENCH_CACHE": str(tmp_path / "cache"), TEST_SLEEP_ENV: "1.0"},
+    )
+    assert wait_until(lambda: n_stored(run) >= 1 or command.process.poll() is not None, timeout_s=500)
+    assert command.process.poll() is None, command.process.communicate()[1][-3000:]
+    engine = descendants(command.process.pid)
+    assert engine, "the vLLM engine runs in a process of its own"
+    code, elapsed, stderr = command.stop(signal.SIGTERM, timeout_s=120)
+    assert code == 143 and "rerun the same command to resume" in stderr, stderr[-3000:]
+    alive = [pid for pid in engine if is_alive(pid)]  # also those that left the process group
+    assert not alive, f"engine processes outlived the command: {alive}"
+
+
+def is_alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2 :].split()[0] != "Z"
