@@ -255,3 +255,23 @@ def test_a_huge_reply_is_stored_cut_counted_as_what_it_answered_and_marked(endpo
         assert row["output_chars"] == len(FlakyEndpoint.content)
         assert len(row["output"]) < MAX_STORED_OUTPUT_CHARS + 100 and row["output"].startswith("Answer: B\nblah")
         assert "characters cut" in row["output"]
+
+
+def test_an_unreachable_server_is_named_without_its_credentials(synthetic_test_set, tmp_path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from cli_errors import assert_one_line_error
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = subprocess.run(
+        [sys.executable, "-c", "from dybench.cli import main; main()", "eval", "--model", "qwen3-vl-8b",
+         "--backend", "openai", "--base-url", f"http://alice:hunter2-password@127.0.0.1:{port}/v1?token=tok-99",
+         "--data", str(synthetic_test_set), "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "300"})
+    assert_one_line_error(result, "cannot reach", f"127.0.0.1:{port}")
+    assert "hunter2-password" not in result.stderr and "tok-99" not in result.stderr

@@ -172,7 +172,8 @@ class OpenAIBackend:
                                f"put a valid API key in the environment variable {self.api_key_env}")
         if reply.status_code != 200:
             self.client.close()
-            raise DyBenchError(f"{self.base_url}/models answered HTTP {reply.status_code}: is it an OpenAI-compatible server?")
+            raise DyBenchError(f"{redact(self.endpoint)}/models answered HTTP {reply.status_code}: "
+                               "is it an OpenAI-compatible server?")
         try:
             entries = reply.json().get("data", [])
         except ValueError:
