@@ -4,8 +4,10 @@ Order matters for the user: the dataset is validated and the model resolved (its
 before a single clip is decoded, so a bad manifest row, an unknown model, a missing package or an
 unreachable server fails in seconds. Then batches flow through a small thread pool that decodes
 the next batch while the backend answers the current one. Each finished batch is appended to
-`predictions.jsonl` before the next starts, so an interrupted run resumes where it stopped.
-A shortcut probe (dybench.probes) degrades each clip right after it is sampled.
+`predictions.jsonl` before the next starts, so an interrupted run resumes where it stopped; on
+Ctrl-C or SIGTERM the answers of the batch in flight that had already arrived are stored too.
+A shortcut probe (dybench.probes) degrades each clip right after it is sampled. Everything stored
+from a reply is redacted (dybench.redact) and cut to `MAX_STORED_OUTPUT_CHARS`.
 """
 
 from __future__ import annotations
@@ -32,12 +34,13 @@ from rich.progress import (
 from rich.text import Text
 
 from dybench.atomic import write_json_atomic
-from dybench.backends.base import Backend, Request, Response, Sampling
+from dybench.backends.base import Backend, BatchInterrupted, Request, Response, Sampling
 from dybench.data import Dataset, load_data
 from dybench.errors import DyBenchError
 from dybench.escaping import rich_text
 from dybench.probes import apply_probe, check_probe, probe_items
 from dybench.prompts import PromptTemplate, extract_for_item, render_prompt, template_for
+from dybench.redact import redact, redact_data
 from dybench.schema import Item, Prediction
 from dybench.store import (
     RUN_JSON,
@@ -72,9 +75,23 @@ PREFETCH_BATCHES = 2
 TEST_SLEEP_ENV = "DYBENCH_TEST_SLEEP_AFTER_BATCH"
 """Test hook: seconds to sleep after each stored batch, so a test can kill a run halfway."""
 
+MAX_STORED_OUTPUT_CHARS = 65_536
+"""Most characters of one reply stored in predictions.jsonl. A longer reply (a model that never
+stops, a server that sends megabytes) keeps its first and last halves of this, with a marker
+between, and the row records the full length in `output_chars`; its answer is extracted from the
+full reply first, so it counts as what it answered."""
+
 
 class EvalInterrupted(DyBenchError):
-    """Ctrl-C during a run: the message says how much is saved and how to resume."""
+    """Ctrl-C or SIGTERM during a run: the message says how much is saved and how to resume."""
+
+
+class AnswersSoFar(KeyboardInterrupt):
+    """An interrupt while the backend answered a batch, with the answers that had arrived by item id."""
+
+    def __init__(self, answered: dict[str, Response]):
+        super().__init__()
+        self.answered = answered
 
 
 @dataclass
@@ -186,6 +203,17 @@ def make_progress(console: Console, enabled: bool) -> Progress:
     )
 
 
+def stored_output(text: str | None) -> tuple[str | None, dict[str, int]]:
+    """The reply as stored: redacted, and cut to its two ends if longer than MAX_STORED_OUTPUT_CHARS
+    (then with `output_chars`, the full length, for the row)."""
+    if text is None or len(text) <= MAX_STORED_OUTPUT_CHARS:
+        return (None if text is None else redact(text)), {}
+    half = MAX_STORED_OUTPUT_CHARS // 2
+    # The marker has no word a yes/no or A/B extraction could read as an answer.
+    marker = f"\n[... {len(text) - 2 * half} characters cut ...]\n"
+    return redact(text[:half]) + marker + redact(text[-half:]), {"output_chars": len(text)}
+
+
 def predictions_for(
     decoded: list[DecodedItem],
     responses: dict[str, Response],
@@ -196,19 +224,24 @@ def predictions_for(
     for entry in decoded:
         item = entry.item
         if entry.error is not None:
-            rows.append(Prediction(id=item.id, key=store.key(item.id), error=entry.error))
+            rows.append(Prediction(id=item.id, key=store.key(item.id), error=redact(entry.error)))
             continue
         response = responses[item.id]
-        pred = None if response.error else extract_for_item(response.text, item, template)
+        text, error = response.text, response.error
+        if text is not None and not isinstance(text, str):  # a backend bug must not sink the batch
+            text, error = None, error or f"the backend returned a {type(text).__name__} reply, not text"
+        pred = None if error else extract_for_item(text, item, template)
+        output, cut = stored_output(text)
         rows.append(
             Prediction(
                 id=item.id,
                 key=store.key(item.id),
-                output=response.text,
+                output=output,
                 pred=pred,
-                error=response.error,
+                error=None if error is None else redact(error),
                 latency_s=None if response.latency_s is None else round(response.latency_s, 4),
-                **({"extra": response.extra} if response.extra else {}),
+                **cut,
+                **({"extra": redact_data(response.extra)} if response.extra else {}),
             )
         )
     return rows
@@ -217,13 +250,18 @@ def predictions_for(
 def answer_batch(backend: Backend, decoded: list[DecodedItem], template: PromptTemplate,
                  sampling: Sampling) -> dict[str, Response]:
     requests = [
-        Request(item=d.item, prompt=render_prompt(d.item, template), clip=d.clip, video_path=d.video_path)
+        Request(item=d.item, prompt=render_prompt(d.item, template), clip=d.clip, video_path=d.video_path,
+                template=template)
         for d in decoded
         if d.clip is not None
     ]
     if not requests:
         return {}
-    responses = backend.generate(requests, sampling)
+    try:
+        responses = backend.generate(requests, sampling)
+    except BatchInterrupted as interrupt:
+        raise AnswersSoFar({request.item.id: response for request, response in zip(requests, interrupt.responses)
+                            if response is not None}) from None
     if len(responses) != len(requests):
         raise DyBenchError(f"backend {backend.name} returned {len(responses)} answers for {len(requests)} requests")
     return {request.item.id: response for request, response in zip(requests, responses)}
@@ -341,7 +379,7 @@ def plan_run(
         probe=probe,
         shard=shard_spec,
         versions=package_versions(),
-        command=current_command(),
+        command=redact_data(current_command()),
     )
     check_run_dir_free(run_dir)  # a busy or conflicting run directory fails before the backend starts
     if (run_dir / RUN_JSON).is_file():
@@ -364,22 +402,35 @@ def execute_run(plan: PlannedRun, engine: Backend, decode_workers: int = 2, prog
     """Ask `engine` every unfinished item of `plan`, then score the run (the caller closes `engine`)."""
     console = console or Console(stderr=True)
     run_dir = plan.run_dir
-    config = plan.config.model_copy(update={"backend": engine.name, "backend_settings": engine.describe()})
+    config = plan.config.model_copy(update={"backend": engine.name,
+                                            "backend_settings": redact_data(engine.describe())})
+    selected = plan.dataset.items
+    store: PredictionStore | None = None
     with hold_run_dir(run_dir):
-        store = open_run(run_dir, config)
-        batch_size = plan.batch_size or DEFAULT_BATCH_SIZES.get(config.backend.split(":")[0], 8)
-        selected = plan.dataset.items
-        finished = store.load()
-        todo = [item for item in selected if item.id not in finished]
-        if finished and progress:
-            console.print(rich_text(f"resuming {run_dir}: {len(selected) - len(todo)} of {len(selected)} items "
-                                    "already done"), highlight=False)
-        _run_batches(plan.dataset, todo, len(selected), engine, store, plan.template, plan.settings, plan.sampling,
-                     batch_size, decode_workers, progress, console, config.probe)
-
-        scores = score(plan.dataset, store.load())
-        write_json_atomic(run_dir / SCORES, scores)
+        try:
+            store = open_run(run_dir, config)
+            batch_size = plan.batch_size or DEFAULT_BATCH_SIZES.get(config.backend.split(":")[0], 8)
+            finished = store.load()
+            todo = [item for item in selected if item.id not in finished]
+            if finished and progress:
+                console.print(rich_text(f"resuming {run_dir}: {len(selected) - len(todo)} of {len(selected)} items "
+                                        "already done"), highlight=False)
+            _run_batches(plan.dataset, todo, len(selected), engine, store, plan.template, plan.settings,
+                         plan.sampling, batch_size, decode_workers, progress, console, config.probe)
+            scores = score(plan.dataset, store.load())
+            write_json_atomic(run_dir / SCORES, scores)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM anywhere in the run: say what is kept
+            raise EvalInterrupted(interrupted_message(store, selected)) from None
     return scores
+
+
+def interrupted_message(store: PredictionStore | None, selected: list[Item]) -> str:
+    """How much of an interrupted run is saved, and how to go on."""
+    if store is None:
+        return "interrupted before any item was evaluated; rerun the same command to start again"
+    saved = store.load()
+    done = sum(1 for item in selected if item.id in saved)
+    return f"interrupted: {done} of {len(selected)} items are saved in {store.path}; rerun the same command to resume"
 
 
 def _run_batches(dataset: Dataset, todo: list[Item], total: int, engine: Backend, store: PredictionStore,
@@ -402,7 +453,12 @@ def _run_batches(dataset: Dataset, todo: list[Item], total: int, engine: Backend
                 decoded = [future.result() for future in pending.popleft()]
                 if number + PREFETCH_BATCHES < len(batches):
                     pending.append(submit(batches[number + PREFETCH_BATCHES]))
-                responses = answer_batch(engine, decoded, template, sampling)
+                try:
+                    responses = answer_batch(engine, decoded, template, sampling)
+                except AnswersSoFar as interrupt:  # keep what arrived; the rest is asked on resume
+                    kept = [d for d in decoded if d.error is not None or d.item.id in interrupt.answered]
+                    appender.append(predictions_for(kept, interrupt.answered, store, template))
+                    raise
                 appender.append(predictions_for(decoded, responses, store, template))
                 done += len(batch)
                 bar.update(task, completed=done)
@@ -410,9 +466,7 @@ def _run_batches(dataset: Dataset, todo: list[Item], total: int, engine: Backend
                     time.sleep(sleep_s)
         except KeyboardInterrupt:
             _cancel(pending)
-            raise EvalInterrupted(
-                f"interrupted: {done} of {total} items are saved in {store.path}; rerun the same command to resume"
-            ) from None
+            raise
         except DyBenchError as exc:  # e.g. the server went away mid-run: say that the work so far is kept
             _cancel(pending)
             raise DyBenchError(f"{exc} ({done} of {total} items are saved; rerun the same command to resume)") from None

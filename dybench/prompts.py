@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from dybench.errors import DyBenchError
-from dybench.schema import Item, letter
+from dybench.schema import LETTERS, Item, letter
 
 MC_INSTRUCTION = "Answer with the option's letter from the given choices directly."
 
@@ -74,6 +74,15 @@ def render_prompt(item: Item, template: PromptTemplate) -> str:
     return template.template.format(question=item.question.strip(), options=options, instruction=template.instruction)
 
 
+def reply_choosing(item: Item, index: int, template: PromptTemplate | None) -> str:
+    """A reply that chooses option `index` in the form the item's prompt asks for: its letter
+    ("Answer: B") under a lettered prompt, the option's own words ("Answer: Yes") under a suffix
+    prompt (TimeBlind asks for Yes or No, or A or B). For answerers without a model (baselines)."""
+    if template is not None and template.style == "suffix":
+        return f"Answer: {item.options[index]}"
+    return f"Answer: {letter(index)}"
+
+
 # --- answer extraction -----------------------------------------------------------------------
 
 _THINK_BLOCK = re.compile(r"<think>.*?</think>", re.IGNORECASE | re.DOTALL)
@@ -108,7 +117,7 @@ def _normalise(text: str) -> str:
 
 
 def _letter_in_range(value: str, n_options: int) -> str | None:
-    return value if len(value) == 1 and "A" <= value < letter(n_options) else None
+    return value if len(value) == 1 and value in LETTERS[:n_options] else None
 
 
 def _unique(found: set[str]) -> str | None:
@@ -157,8 +166,8 @@ def extract_choice(text: str | None, options: list[str]) -> str | None:
     Order: strip thinking; an explicit `<answer>X</answer>` or "answer: X" (all explicit answers must
     agree); a lone letter ("B", "(B)", "B. left", "Option B"); the text of exactly one option.
     """
-    if not text:
-        return None
+    if not isinstance(text, str) or not text:
+        return None  # a backend that returned no text, or something else than text: invalid
     body = strip_thinking(text)
     if not body:
         return None

@@ -18,6 +18,8 @@ ItemTransform = Literal["original", "hflip", "reverse", "hflip+reverse", "swap_s
 Kind = Literal["dynamic", "static"]
 
 LETTERS = string.ascii_uppercase
+MAX_OPTIONS = len(LETTERS)
+"""The most options an item may have: one letter each, A to Z. Rows with more are refused when read."""
 
 
 def letter(index: int) -> str:
@@ -41,7 +43,7 @@ class Item(BaseModel):
     category: str
     video: str = Field(description="path relative to the manifest's folder")
     question: str
-    options: list[str] = Field(min_length=2, max_length=26)
+    options: list[str] = Field(min_length=2, max_length=MAX_OPTIONS)
     answer: str = Field(description="correct option letter")
     transform: ItemTransform = "original"
     kind: Kind = "dynamic"
@@ -73,7 +75,10 @@ class Item(BaseModel):
 
 
 class Prediction(BaseModel):
-    """One row of `RUN_DIR/predictions.jsonl`."""
+    """One row of `RUN_DIR/predictions.jsonl`.
+
+    A row whose reply was too long to store in full (see dybench.evaluate) also has `output_chars`,
+    the full reply's length; `pred` was extracted from the full reply."""
 
     model_config = ConfigDict(extra="allow")
 

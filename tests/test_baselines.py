@@ -83,3 +83,49 @@ def test_motion_baseline_declines_a_clip_with_no_motion(motion_set):
 def test_unknown_baseline_names_the_known_ones():
     with pytest.raises(DyBenchError, match="baseline:motion"):
         create_baseline("baseline:oracle")
+
+
+def timeblind_folder(built, root, n_instances: int = 8):
+    """TimeBlind rows (yes/no and A/B instances alternating) over clips of a built synthetic set."""
+    import json
+    import shutil
+
+    clips = sorted((built / "videos").rglob("*.mp4"))[:2]
+    (root / "videos").mkdir(parents=True)
+    for clip in clips:
+        shutil.copyfile(clip, root / "videos" / clip.name)
+    expected = {"yes_no": ["Yes", "No", "No", "Yes"], "multiple_choice": ["A", "B", "B", "A"]}
+    rows = []
+    for instance in range(n_instances):
+        kind = ("yes_no", "multiple_choice")[instance % 2]
+        for role in range(4):
+            rows.append({"index": instance * 4 + role, "video_path": f"videos/{clips[role % 2].name}",
+                         "question": f"Question {role // 2} of instance {instance}?",
+                         "answer": expected[kind][role], "type": kind})
+    (root / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root / "data.jsonl"
+
+
+@pytest.mark.parametrize("kind", ["random", "constant"])
+def test_baselines_answer_timeblind_items_in_their_own_words(synthetic_test_set, tmp_path, kind):
+    """A yes/no item is answered Yes or No, an A/B item A or B: the random baseline is a chance
+    floor on TimeBlind (no invalid answers), not 100% invalid."""
+    import json
+
+    data = timeblind_folder(synthetic_test_set, tmp_path / "TimeBlind")
+    scores = run_eval(f"baseline:{kind}", f"timeblind:{data}", tmp_path / "run", num_frames=4, progress=False)
+    assert scores["n_invalid"] == 0 and scores["invalid_rate"] == 0.0
+    rows = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    by_type = {"yes_no": {"Answer: Yes", "Answer: No"}, "multiple_choice": {"Answer: A", "Answer: B"}}
+    types = {f"tb-{json.loads(line)['index']:05d}": json.loads(line)["type"] for line in data.read_text().splitlines()}
+    for row in rows:
+        assert row["output"] in by_type[types[row["id"]]]
+    if kind == "random":
+        assert 0.2 < scores["acc"] < 0.8  # a coin flip per item
+        assert len({row["output"] for row in rows}) == 4
+
+
+def test_baseline_replies_on_lettered_items_are_unchanged(synthetic_test_set):
+    """The demo's stored outputs stay what they were: a letter after 'Answer:'."""
+    responses = create_baseline("random").generate(requests_for(synthetic_test_set, 6), Sampling(seed=0))
+    assert all(r.text in {"Answer: A", "Answer: B", "Answer: C", "Answer: D"} for r in responses)

@@ -13,7 +13,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -185,3 +187,274 @@ def test_shards_merged_equal_the_unsharded_run(synthetic_test_set, tmp_path):
     assert sorted(prediction_ids(tmp_path / "merged")) == sorted(prediction_ids(tmp_path / "whole"))
     overlap = dybench("merge", str(tmp_path / "shard0"), str(tmp_path / "whole"), "--out", str(tmp_path / "bad"))
     assert_one_line_error(overlap, "must not overlap")
+
+
+# --- interrupts at any point: SIGINT and SIGTERM, kept answers, no process left behind ---------
+
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+def processes_in_group(group: int) -> list[int]:
+    """Live processes of a process group (a command started with start_new_session=True leads one)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] != "Z" and int(fields[2]) == group:
+            found.append(int(entry.name))
+    return found
+
+
+def wait_until(condition, timeout_s: float = 120.0, step_s: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(step_s)
+    return False
+
+
+def n_stored(run: Path) -> int:
+    path = run / "predictions.jsonl"
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+class Interrupted:
+    """A `dybench eval` subprocess in its own process group, stopped with a real signal."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None):
+        self.process = subprocess.Popen([*CLI, *args], env={**os.environ, "COLUMNS": "200", **(env or {})},
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                        start_new_session=True)
+
+    def stop(self, signum: int, timeout_s: float = 60.0) -> tuple[int, float, str]:
+        """Send `signum`; returns (exit code, seconds until it exited, stderr)."""
+        sent = time.monotonic()
+        self.process.send_signal(signum)
+        _, stderr = self.process.communicate(timeout=timeout_s)
+        elapsed = time.monotonic() - sent
+        left = processes_in_group(self.process.pid)
+        assert not left, f"processes outlived the command: {left}"
+        return self.process.returncode, elapsed, stderr
+
+
+def assert_complete_and_equal(run: Path, reference: Path, n_items: int) -> None:
+    ids = prediction_ids(run)
+    assert len(ids) == len(set(ids)) == n_items
+    assert scores_of(run) == scores_of(reference)
+
+
+INTERRUPT_POINTS = ["run folder created", "first batch stored", "halfway", "last batch"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("point", INTERRUPT_POINTS)
+def test_baseline_eval_interrupted_at_any_point_resumes_to_the_uninterrupted_result(
+        synthetic_test_set, tmp_path, signum, point):
+    args = ["eval", "--model", "baseline:random", "--data", str(synthetic_test_set), "--batch-size", "2", "--no-progress"]
+    n_items = len(load_data(str(synthetic_test_set)).items)
+    reference = dybench(*args, "--out", str(tmp_path / "whole"))
+    assert reference.returncode == 0, reference.stderr
+
+    run = tmp_path / "run"
+    command = Interrupted([*args, "--out", str(run)], env={TEST_SLEEP_ENV: "0.1"})
+    if point == "run folder created":
+        assert wait_until(lambda: (run / "run.json").exists()), "the run did not start"
+    else:
+        wanted = {"first batch stored": 2, "halfway": n_items // 2, "last batch": n_items - 2}[point]
+        assert wait_until(lambda: n_stored(run) >= wanted), "the run did not get that far"
+    code, elapsed, stderr = command.stop(signum)
+    assert code == EXIT_CODES[signum], stderr
+    assert "Traceback" not in stderr and "rerun the same command to resume" in stderr
+    assert elapsed < 5.0
+
+    rerun = Interrupted([*args, "--out", str(run)])
+    _, stderr = rerun.process.communicate(timeout=300)
+    assert rerun.process.returncode == 0, stderr
+    assert not processes_in_group(rerun.process.pid)
+    assert_complete_and_equal(run, tmp_path / "whole", n_items)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_hf_eval_interrupted_while_loading_and_while_generating_resumes_to_the_same_result(
+        synthetic_test_set, tmp_path, signum):
+    cache = {"DYBENCH_CACHE": str(tmp_path / "cache")}
+    args = ["eval", "--model", "tiny-random-qwen3-vl", "--backend", "hf", "--device", "cpu", "--data",
+            str(synthetic_test_set), "--limit", "6", "--num-frames", "4", "--max-tokens", "2", "--batch-size", "1",
+            "--no-progress"]
+    reference = dybench(*args, "--out", str(tmp_path / "whole"), env=cache)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+
+    run = tmp_path / "run"
+    loading = Interrupted([*args, "--out", str(run)], env=cache)
+    # torch is imported only when the hf backend starts: from then on the checkpoint is loading
+    assert wait_until(lambda: "libtorch" in Path(f"/proc/{loading.process.pid}/maps").read_text(), timeout_s=240)
+    code, elapsed, stderr = loading.stop(signum)
+    assert code == EXIT_CODES[signum] and "Traceback" not in stderr and elapsed < 10.0, stderr[-2000:]
+
+    generating = Interrupted([*args, "--out", str(run)], env={**cache, TEST_SLEEP_ENV: "0.5"})
+    assert wait_until(lambda: n_stored(run) >= 2, timeout_s=240)
+    code, elapsed, stderr = generating.stop(signum)
+    assert code == EXIT_CODES[signum] and "rerun the same command to resume" in stderr, stderr[-2000:]
+    assert elapsed < 10.0
+
+    rerun = dybench(*args, "--out", str(run), env=cache)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert_complete_and_equal(run, tmp_path / "whole", 6)
+
+
+class SlowServer(BaseHTTPRequestHandler):
+    """An OpenAI-compatible server on 127.0.0.1 that answers the first `n_quick` chat requests at
+    once and then misbehaves: "trickle" sends one byte of each reply every 0.2 s, "hang" never replies."""
+
+    n_quick = 0
+    behaviour = "trickle"
+    answered = 0
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _reply(self, body: dict, slow: bool = False) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if not slow:
+            self.wfile.write(data)
+            return
+        for byte in data:
+            if type(self).stop.wait(0.2):
+                return
+            try:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up
+                return
+
+    def do_GET(self) -> None:
+        self._reply({"object": "list", "data": [{"id": "slow-model", "owned_by": "someone"}]})
+
+    def do_POST(self) -> None:
+        server = type(self)
+        self.rfile.read(int(self.headers["Content-Length"]))
+        with server.lock:
+            quick = server.answered < server.n_quick
+            server.answered += quick
+        reply = {"choices": [{"message": {"role": "assistant", "content": "Answer: B"}}]}
+        if quick:
+            self._reply(reply)
+        elif server.behaviour == "hang":
+            server.stop.wait(120)
+        else:
+            self._reply(reply, slow=True)
+
+
+@pytest.fixture
+def slow_server():
+    SlowServer.n_quick, SlowServer.answered, SlowServer.behaviour = 0, 0, "trickle"
+    SlowServer.stop = threading.Event()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    SlowServer.stop.set()
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("behaviour", ["trickle", "hang"])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupting_a_run_against_a_slow_server_exits_at_once_and_keeps_the_answers_that_came(
+        synthetic_test_set, slow_server, tmp_path, signum, behaviour):
+    n_items = 8
+    args = ["eval", "--model", "qwen3-vl-8b", "--backend", "openai", "--base-url", slow_server, "--data",
+            str(synthetic_test_set), "--limit", str(n_items), "--batch-size", str(n_items), "--concurrency", "8",
+            "--request-timeout", "300", "--no-progress"]
+    SlowServer.n_quick, SlowServer.behaviour = 5, behaviour
+    run = tmp_path / "run"
+    command = Interrupted([*args, "--out", str(run)])
+    assert wait_until(lambda: SlowServer.answered >= 5)
+    time.sleep(0.5)  # the five answers are in; the other three are trickling in or never coming
+    code, elapsed, stderr = command.stop(signum, timeout_s=200)
+    assert code == EXIT_CODES[signum], stderr
+    assert elapsed < 3.0, f"took {elapsed:.1f} s to stop"
+    assert "Traceback" not in stderr and "rerun the same command to resume" in stderr
+    kept = prediction_ids(run)
+    assert len(kept) == 5 and len(set(kept)) == 5  # every answer that arrived, nothing invented
+
+    SlowServer.n_quick, asked_before = 10**6, SlowServer.answered  # the server recovers
+    rerun = dybench(*args, "--out", str(run))
+    assert rerun.returncode == 0, rerun.stderr
+    assert SlowServer.answered - asked_before == n_items - 5  # only the missing items were asked again
+    reference = dybench(*args, "--out", str(tmp_path / "whole"))
+    assert reference.returncode == 0, reference.stderr
+    assert_complete_and_equal(run, tmp_path / "whole", n_items)
+
+
+def test_request_timeout_bounds_every_request_of_a_run(synthetic_test_set, slow_server, tmp_path):
+    SlowServer.behaviour = "trickle"
+    start = time.monotonic()
+    result = dybench("eval", "--model", "qwen3-vl-8b", "--backend", "openai", "--base-url", slow_server,
+                     "--data", str(synthetic_test_set), "--limit", "2", "--concurrency", "2",
+                     "--request-timeout", "1", "--out", str(tmp_path / "run"), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - start < 60
+    rows = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(row["pred"] is None and "1 s" in row["error"] for row in rows)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process whose chain of parents leads to `pid`."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if fields[0] != "Z":
+                parents[int(entry.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, ppid in parents.items() if ppid == parent]
+        found.extend(children)
+        frontier.extend(children)
+    return found
+
+
+@pytest.mark.slow
+def test_a_sigtermed_vllm_eval_leaves_no_engine_process_behind(synthetic_test_set, tmp_path):
+    pytest.importorskip("vllm")
+    run = tmp_path / "run"
+    command = Interrupted(
+        ["eval", "--model", "tiny-random-qwen3-vl", "--backend", "vllm", "--max-model-len", "2048", "--data",
+         str(synthetic_test_set), "--limit", "6", "--num-frames", "4", "--max-tokens", "2", "--batch-size", "1",
+         "--no-progress", "--out", str(run)],
+        env={"DYBENCH_CACHE": str(tmp_path / "cache"), TEST_SLEEP_ENV: "1.0"},
+    )
+    assert wait_until(lambda: n_stored(run) >= 1 or command.process.poll() is not None, timeout_s=500)
+    assert command.process.poll() is None, command.process.communicate()[1][-3000:]
+    engine = descendants(command.process.pid)
+    assert engine, "the vLLM engine runs in a process of its own"
+    code, elapsed, stderr = command.stop(signal.SIGTERM, timeout_s=120)
+    assert code == 143 and "rerun the same command to resume" in stderr, stderr[-3000:]
+    alive = [pid for pid in engine if is_alive(pid)]  # also those that left the process group
+    assert not alive, f"engine processes outlived the command: {alive}"
+
+
+def is_alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2 :].split()[0] != "Z"

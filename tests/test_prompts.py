@@ -140,3 +140,31 @@ def test_timeblind_items_are_read_as_timeblinds_reference_scorer_reads_them(repl
 def test_strip_thinking_removes_closed_blocks_and_drops_unclosed_reasoning():
     assert strip_thinking("<think>x</think> A <THINK>y</THINK>") == "A"
     assert strip_thinking("<think>never closed") == ""
+
+
+# --- the option limit: A to Z, decided once in dybench.schema ----------------------------------
+
+ALPHABET_OPTIONS = [f"colour {n}" for n in range(26)]
+
+
+def test_an_item_with_26_options_is_shown_a_to_z_and_its_last_letter_is_read():
+    item = make_item(options=ALPHABET_OPTIONS, answer="Z")
+    prompt = render_prompt(item, template_for("synthetic"))
+    assert "\nA. colour 0\n" in prompt and "\nZ. colour 25\n" in prompt
+    assert extract_choice("Answer: Z", ALPHABET_OPTIONS) == "Z"
+    assert extract_choice("Y", ALPHABET_OPTIONS) == "Y"
+    assert extract_choice("colour 25", ALPHABET_OPTIONS) == "Z"
+
+
+def test_a_27th_option_is_refused_when_the_row_is_read():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="at most 26"):
+        make_item(options=[*ALPHABET_OPTIONS, "one too many"])
+
+
+@pytest.mark.parametrize("reply", [["Answer: B"], 42, {"text": "B"}, 3.5])
+def test_a_reply_that_is_not_text_is_invalid_not_a_crash(reply):
+    assert extract_choice(reply, DIRECTIONS) is None
+    item = make_item(options=["Yes", "No"], answer="A", meta={"type": "yes_no"})
+    assert extract_for_item(reply, item, template_for("timeblind")) is None

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from dybench.prompts import PromptTemplate
 from dybench.schema import Item
 from dybench.video import SampledClip
 
@@ -27,12 +28,15 @@ class Request:
     `clip` holds the decoded, sampled frames with their indices and timestamps (None when the video
     could not be decoded; the loop records that as an error before a backend sees it). `video_path`
     is there for backends that send files (an OpenAI-compatible server with file:// access).
+    `template` is the prompt template `prompt` was rendered with, so answerers without a model
+    (baselines) can reply in the form the prompt asks for.
     """
 
     item: Item
     prompt: str
     clip: SampledClip
     video_path: Path
+    template: PromptTemplate | None = None
 
 
 @dataclass
@@ -41,6 +45,17 @@ class Response:
     error: str | None = None
     latency_s: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM while a backend answered a batch. `responses` holds, in request order, the
+    answers that had already arrived (None for the rest), so the eval loop stores them instead of
+    throwing away work that was paid for. Backends that answer a batch at once need not raise it:
+    a plain KeyboardInterrupt means none arrived."""
+
+    def __init__(self, responses: list[Response | None]):
+        super().__init__()
+        self.responses = responses
 
 
 class Backend(Protocol):

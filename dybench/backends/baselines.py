@@ -9,7 +9,9 @@
   reversible dynamics, the timing of each object's activity for event sequence. What it cannot
   handle it declines ("cannot tell"), which is scored as invalid; `Response.extra` says why.
 
-All three answer in text ("Answer: B") so their replies go through the same extraction as a model's.
+All three answer in text, in the form the item's prompt asks for ("Answer: B" under a lettered
+prompt, "Answer: Yes" on a TimeBlind yes/no item), so their replies go through the same extraction
+as a model's and the random baseline is a chance floor on every dataset family.
 """
 
 from __future__ import annotations
@@ -24,13 +26,10 @@ import numpy as np
 
 from dybench.backends.base import Request, Response, Sampling
 from dybench.errors import DyBenchError
-from dybench.schema import Item, letter
+from dybench.prompts import reply_choosing
+from dybench.schema import Item, letter, letter_index
 
 DIRECTIONS = ("left", "right", "up", "down")
-
-
-def answer_text(choice: str) -> str:
-    return f"Answer: {choice}"
 
 
 class _Baseline:
@@ -68,7 +67,7 @@ class RandomBaseline(_Baseline):
     def answer(self, request: Request, sampling: Sampling) -> Response:
         digest = hashlib.sha256(f"{sampling.seed}:{request.item.id}".encode()).digest()
         choice = random.Random(digest).randrange(len(request.item.options))
-        return Response(text=answer_text(letter(choice)))
+        return Response(text=reply_choosing(request.item, choice, request.template))
 
 
 class ConstantBaseline(_Baseline):
@@ -78,7 +77,7 @@ class ConstantBaseline(_Baseline):
     kind = "constant"
 
     def answer(self, request: Request, sampling: Sampling) -> Response:
-        return Response(text=answer_text("A"))
+        return Response(text=reply_choosing(request.item, 0, request.template))
 
 
 # --- the pixel-level solver -------------------------------------------------------------------
@@ -316,7 +315,8 @@ class MotionBaseline(_Baseline):
         if solver is None:
             return Response(text="cannot tell", extra={"fallback": f"no solver for {request.item.category}"})
         try:
-            return Response(text=answer_text(solver(request.item, request.clip.frames)))
+            choice = letter_index(solver(request.item, request.clip.frames))
+            return Response(text=reply_choosing(request.item, choice, request.template))
         except CannotTell as exc:
             return Response(text="cannot tell", extra={"fallback": str(exc)})
 

@@ -7,12 +7,15 @@ from typing import NoReturn
 from rich.console import Console
 from rich.markup import escape
 
+from dybench.redact import redact
+
 console = Console()
 err_console = Console(stderr=True)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    """One red line on stderr and exit `code`. The message is escaped: a model name, category or path
-    that contains rich markup (`[/]`) is printed as written, not interpreted."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    """One red line on stderr and exit `code`. The message is redacted (no credential from a URL or a
+    server's reply reaches the terminal) and escaped: a model name, category or path that contains
+    rich markup (`[/]`) is printed as written, not interpreted."""
+    err_console.print(f"[bold red]error:[/] {escape(redact(message))}", highlight=False, soft_wrap=True)
     raise SystemExit(code)

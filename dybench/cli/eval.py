@@ -82,6 +82,9 @@ def eval_command(
     api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="openai backend: name of the environment "
                                               "variable holding the API key (the key is never written to disk)."),
     concurrency: Optional[int] = typer.Option(None, "--concurrency", min=1, help="openai backend: requests in flight."),
+    request_timeout: Optional[float] = typer.Option(None, "--request-timeout", min=0.001, help="openai backend: most "
+                                                    "seconds one item's request may take, retries included "
+                                                    "(default 600); past it the item is recorded as failed."),
     tensor_parallel_size: Optional[int] = typer.Option(None, "--tensor-parallel-size", min=1, help="vllm backend: GPUs per model."),
     max_model_len: Optional[int] = typer.Option(None, "--max-model-len", min=1, help="vllm backend: context length."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="hf/vllm backends: e.g. bfloat16, float32."),
@@ -107,6 +110,7 @@ def eval_command(
         "base_url": base_url,
         "api_key_env": api_key_env,
         "concurrency": concurrency,
+        "timeout_s": request_timeout,
         "tensor_parallel_size": tensor_parallel_size,
         "max_model_len": max_model_len,
         "dtype": dtype,
