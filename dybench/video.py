@@ -290,7 +290,8 @@ def iter_frames(index: StreamIndex, positions: Sequence[int], max_held_bytes: in
         return
     remaining = Counter(positions)
     held: dict[int, np.ndarray] = {}
-    reader = _Reader(index)
+    target = positions[0]
+    reader = _Reader(index, wants=lambda position: position == target or remaining[position] > 0)
     try:
         for target in positions:
             remaining[target] -= 1
@@ -301,6 +302,8 @@ def iter_frames(index: StreamIndex, positions: Sequence[int], max_held_bytes: in
             window = reader.go_to(target)
             while True:
                 position, frame = reader.next_frame()
+                if position > target:
+                    raise _IndexMismatch(f"frame {target} was never decoded (next came frame {position})")
                 if position == target:
                     image = frame.to_ndarray(format="rgb24")
                     if remaining[target]:
@@ -310,26 +313,43 @@ def iter_frames(index: StreamIndex, positions: Sequence[int], max_held_bytes: in
                 if remaining[position] and position >= window and position not in held:
                     held[position] = frame.to_ndarray(format="rgb24")
                     if max_held_bytes is not None and sum(a.nbytes for a in held.values()) > max_held_bytes:
-                        raise VideoError(
-                            f"{index.path.name} cannot seek (no usable index), so this order of its frames holds "
-                            f"more than {max_held_bytes / 2**20:.1f} MiB of decoded frames; cut it to the part "
-                            "the question is about, or remux it to mp4 (ffmpeg -i IN -c copy OUT.mp4)"
-                        )
+                        raise VideoError(_too_much_held(index, max_held_bytes))
     finally:
         reader.close()
 
 
-class _Reader:
-    """A decoder positioned in a stream: `go_to` a frame, then `next_frame` until there."""
+def _too_much_held(index: StreamIndex, max_held_bytes: int) -> str:
+    why = ("cannot seek (no usable index), so this order of its frames holds" if not index.seekable
+           else "has keyframes so far apart that this order of its frames holds")
+    return (f"{index.path.name} {why} more than {max_held_bytes / 2**20:.1f} MiB of decoded frames; cut it to the "
+            "part the question is about, or re-encode it with keyframes (ffmpeg -i IN -g 250 OUT.mp4)")
 
-    def __init__(self, index: StreamIndex):
+
+class _Reader:
+    """A decoder positioned in a stream: `go_to` a frame, then `next_frame` until there.
+
+    With an index, packets of frames nobody `wants` are decoded with `skip_frame=NONREF`: a frame
+    no other frame is predicted from (most B-frames) is then not decoded at all, which changes no
+    other frame's pixels. Without an index every frame is decoded (positions are counted).
+    """
+
+    def __init__(self, index: StreamIndex, wants: Callable[[int], bool]):
         self.index = index
+        self.wants = wants
         self.container = _open(index.path)
         self.stream = self.container.streams.video[0]
         self.stream.thread_type = "AUTO"
         self.position_of = {p: i for i, p in enumerate(index.pts)} if index.pts is not None else None
         self.frames: Iterator[av.VideoFrame] | None = None
         self.position = -1  # the last frame decoded
+
+    def _decode(self) -> Iterator[av.VideoFrame]:
+        context = self.stream.codec_context
+        assert self.position_of is not None
+        for packet in self.container.demux(self.stream):
+            position = self.position_of.get(packet.pts) if packet.pts is not None else None
+            context.skip_frame = "DEFAULT" if position is None or self.wants(position) else "NONREF"
+            yield from packet.decode()
 
     def go_to(self, target: int) -> int:
         """Prepare to decode up to `target`; returns the first position of its keyframe interval
@@ -341,7 +361,7 @@ class _Reader:
         key = self.index.keyframe_before(target)
         if self.frames is None or target <= self.position or key > self.position:
             self.container.seek(self.index.pts[key], stream=self.stream, backward=True, any_frame=False)
-            self.frames = self.container.decode(self.stream)
+            self.frames = self._decode()
             self.position = key - 1
         return key
 
@@ -363,10 +383,10 @@ class _Reader:
             raise _IndexMismatch(f"the stream ended after frame {self.position}")
         if self.position_of is None:
             position = self.position + 1
-        else:
+        else:  # frames may be skipped, but never out of order or unknown to the index
             position = self.position_of.get(frame.pts, -1) if frame.pts is not None else -1
-            if position != self.position + 1:
-                raise _IndexMismatch(f"decoded frame pts {frame.pts} where frame {self.position + 1} was expected")
+            if position <= self.position:
+                raise _IndexMismatch(f"decoded frame pts {frame.pts} where a frame after {self.position} was expected")
         self.position = position
         return position, frame
 
