@@ -469,7 +469,8 @@ def _segment_cuts(index: StreamIndex, segments: list[tuple[float, float]], where
 def _write_frames(index: StreamIndex, positions: list[int], path: Path, mirrored: bool = False) -> None:
     """Encode the source frames at `positions`, in that order, to `path`, one frame in memory at a
     time (backward runs hold one keyframe interval; see dybench.video.iter_frames). Each frame
-    keeps how long it showed in the source, so a variable-rate clip stays variable-rate."""
+    keeps how long it showed in the source (the last one shows for 1/fps), so a variable-rate
+    clip stays variable-rate."""
     durations = index.durations()
     times = None if index.is_constant_rate() else list(np.cumsum([0.0] + [durations[p] for p in positions[:-1]]))
     with ClipWriter(path, index.fps, variable_rate=times is not None) as writer:

@@ -171,8 +171,8 @@ def _open(path: Path) -> av.container.InputContainer:
         raise VideoError(f"{path}: video file not found")
     try:
         container = av.open(str(path))
-    except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
-        raise VideoError(f"{path}: cannot open video (unknown format or corrupt file: {exc})") from None
+    except (av.FFmpegError, OSError, UnicodeDecodeError):
+        raise VideoError(f"{path}: cannot open video (unknown format or corrupt file)") from None
     if not container.streams.video:
         container.close()
         raise VideoError(f"{path}: no video stream")
@@ -180,8 +180,8 @@ def _open(path: Path) -> av.container.InputContainer:
 
 
 def _nominal_fps(stream: av.video.stream.VideoStream, n_frames: int, span_s: float) -> float:
-    """The stream's average rate as the container states it (what OpenCV reported before), else
-    frames over duration."""
+    """The stream's average rate as the container states it (the rate players and OpenCV report),
+    else frames over duration."""
     for rate in (stream.average_rate, stream.guessed_rate):
         if rate and float(rate) > 0:
             return float(rate)
@@ -439,7 +439,13 @@ def frame_position(times: Sequence[float], end_s: float, t: float) -> float:
 
 def frame_at(times: Sequence[float], end_s: float, t: float) -> int:
     """The frame boundary nearest to time `t`: round(frame_position), from 0 to len(times)."""
-    return int(round(frame_position(times, end_s, t)))
+    return _nearest(frame_position(times, end_s, t))
+
+
+def _nearest(position: float) -> int:
+    """round(position), halves to even as Python rounds; float noise below 1e-9 frames is dropped
+    first, so a tick exactly halfway (2.5 frames at 25 -> 10 fps) rounds as the exact value would."""
+    return int(round(round(position, 9)))
 
 
 def fps_indices(times: Sequence[float], end_s: float, target_fps: float, max_frames: int | None = None) -> list[int]:
@@ -455,7 +461,7 @@ def fps_indices(times: Sequence[float], end_s: float, target_fps: float, max_fra
     count = int(min(n, end_s * target_fps) + 1e-9) or 1
     starts = np.asarray([*times, end_s], dtype=np.float64)
     ticks = np.interp(np.arange(count) * period, starts, np.arange(n + 1, dtype=np.float64))
-    indices = sorted({min(n - 1, int(round(float(t)))) for t in ticks})
+    indices = sorted({min(n - 1, _nearest(float(t))) for t in ticks})
     if max_frames is not None and len(indices) > max_frames:
         picks = uniform_indices(len(indices), max_frames)
         indices = [indices[p] for p in picks]
