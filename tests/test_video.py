@@ -15,6 +15,7 @@ from dybench.errors import DyBenchError
 from dybench.video import (
     VideoError,
     apply_transform,
+    fps_indices,
     hflip,
     iter_frames,
     load_clip,
@@ -286,3 +287,12 @@ def test_fps_sampling_of_a_variable_frame_rate_clip_follows_time(vfr_clip):
     assert len(clip.indices) == 10  # the last frame shows until 5.08 s
     assert all(abs(t - tick) <= 0.15 + 1e-6 for t, tick in zip(clip.timestamps, ticks)), clip.timestamps
     np.testing.assert_array_equal(clip.frames[:, 0, 0, 0], np.array(clip.indices, dtype=np.uint8) * 3)
+
+
+@pytest.mark.parametrize(("n", "fps", "target"), [(48, 25, 10), (100, 29.97, 4), (30, 8, 3), (90, 30, 10), (16, 8, 16)])
+def test_fps_sampling_at_a_constant_rate_takes_the_nearest_of_every_step_th_frame(n, fps, target):
+    """By timestamps, a constant-rate clip samples as it always did: frame round(k * fps / target),
+    halves to even (25 -> 10 fps steps 2.5 frames: 0, 2, 5, 8, 10, ...)."""
+    step = max(1.0, fps / target)
+    expected = sorted({min(n - 1, round(k * step)) for k in range(int(n / step) or 1)})
+    assert fps_indices([i / fps for i in range(n)], n / fps, target) == expected
