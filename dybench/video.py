@@ -305,17 +305,25 @@ def iter_frames(index: StreamIndex, positions: Sequence[int], max_held_bytes: in
                 if position > target:
                     raise _IndexMismatch(f"frame {target} was never decoded (next came frame {position})")
                 if position == target:
-                    image = frame.to_ndarray(format="rgb24")
+                    image = _rgb(frame)
                     if remaining[target]:
                         held[target] = image
                     yield image
                     break
                 if remaining[position] and position >= window and position not in held:
-                    held[position] = frame.to_ndarray(format="rgb24")
+                    held[position] = _rgb(frame)
                     if max_held_bytes is not None and sum(a.nbytes for a in held.values()) > max_held_bytes:
                         raise VideoError(_too_much_held(index, max_held_bytes))
     finally:
         reader.close()
+
+
+def _rgb(frame: av.VideoFrame) -> np.ndarray:
+    """The frame as RGB uint8 (H, W, 3). The planar RGB of lossless clips (gbrp) is only reordered
+    (PyAV stacks its planes as R, G, B: the same pixels as swscale's conversion, several times faster)."""
+    if frame.format.name == "gbrp":
+        return np.ascontiguousarray(frame.to_ndarray())
+    return frame.to_ndarray(format="rgb24")
 
 
 def _too_much_held(index: StreamIndex, max_held_bytes: int) -> str:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from dybench.backends.registry import resolve_model
 from dybench.build import build_synthetic
 from dybench.data import load_data
 from dybench.evaluate import decode_item, run_eval, video_settings
-from dybench.backends.registry import resolve_model
 
 
 @pytest.fixture(scope="module")
