@@ -4,6 +4,8 @@ and frame sampling that records which frames it took and when."""
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -296,3 +298,29 @@ def test_fps_sampling_at_a_constant_rate_takes_the_nearest_of_every_step_th_fram
     step = max(1.0, fps / target)
     expected = sorted({min(n - 1, round(k * step)) for k in range(int(n / step) or 1)})
     assert fps_indices([i / fps for i in range(n)], n / fps, target) == expected
+
+
+def test_memory_is_bounded_by_the_frames_kept_not_the_clips_length(tmp_path: Path):
+    """A 30 s 320x240 clip is 200 MB decoded; sampling 8 of its frames must not come near that."""
+    base = np.random.default_rng(3).integers(0, 256, size=(240, 320, 3), dtype=np.uint8)
+    frames = (np.roll(base, shift, axis=1) for shift in range(900))
+    path = tmp_path / "long.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30, options={"preset": "ultrafast", "crf": "30"})
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        for image in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    script = (
+        "import resource, sys; from dybench.video import load_clip, read_index; read_index(sys.argv[1]);"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
+        "clip = load_clip(sys.argv[1], num_frames=8);"
+        "print(len(clip.frames), (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    kept, grown_mb = map(int, result.stdout.split())
+    assert kept == 8
+    assert grown_mb < 60, f"sampling 8 frames grew the process by {grown_mb} MB"
