@@ -36,14 +36,26 @@ from dybench.synth.pairs import PairPlan, build_pair, plan_pair
 from dybench.synth.scene import COLORS, SceneOptions
 from dybench.text_files import decode_text, read_text
 from dybench.tasks import Task, answer_key_after, get_task, load_tasks, pair_transforms_that_change, split_transform
-from dybench.video import VideoError, VideoInfo, apply_transform, probe, read_frames, write_video
+from dybench.video import (
+    ClipWriter,
+    StreamIndex,
+    VideoError,
+    VideoInfo,
+    frame_at,
+    iter_frames,
+    mirror,
+    probe,
+    transform_plan,
+    with_index,
+)
 
 BUILD_CONFIG = "build.json"
 CARD = "README.md"
 CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "data_cards" / "TEMPLATE.md"
 Split = Literal["test", "train"]
-MAX_CLIP_BYTES = 4 << 30
-"""A source clip is decoded whole (reversal needs every frame): refuse clips beyond this."""
+MAX_HELD_BYTES = 4 << 30
+"""Decoded frames a counterfactual may hold at once. Only reversing a file that cannot seek holds
+more than one keyframe interval (it holds the whole clip); beyond this it is refused."""
 
 
 class BuildConfig(BaseModel):
@@ -522,51 +534,85 @@ def parse_annotations(path: Path, src: Path) -> list[VideoJob]:
     return jobs
 
 
-def _refuse_unchanged(job: VideoJob, frames: np.ndarray, counter: np.ndarray) -> None:
+def _refuse_unchanged(job: VideoJob, index: StreamIndex, positions: list[int], order: list[int],
+                      mirrored: bool) -> None:
     """Two clips with the same pixels cannot have different answers: a 1-frame clip reversed, a
-    still clip, a symmetric one mirrored. Refuse the pair rather than write a wrong label."""
-    if np.array_equal(frames, counter):
-        raise DyBenchError(
-            f"{job.where}: the {job.transform} counterfactual of {Path(job.source).name} has the same frames as the "
-            f"original ({len(frames)} frame(s)), so one clip would get two answers; annotate a clip whose "
-            "content changes under the transform, or choose another transform"
-        )
+    still clip, a symmetric one mirrored. Refuse the pair, before any clip of it is written, rather
+    than write a wrong label. Output frame i of the counterfactual is source frame
+    positions[order[i]] (mirrored or not); the first i where that differs from the original's
+    frame positions[i] settles it, which for real footage is i = 0 (two frames decoded)."""
+    digests: dict[tuple[int, bool], bytes] = {}
+
+    def digest(position: int, flip: bool) -> bytes:
+        if (position, flip) not in digests:
+            [frame] = iter_frames(index, [position], max_held_bytes=MAX_HELD_BYTES)
+            frame = np.ascontiguousarray(mirror(frame)) if flip else frame
+            digests[(position, flip)] = hashlib.blake2b(frame.tobytes(), digest_size=16).digest()
+        return digests[(position, flip)]
+
+    for i, source in enumerate(order):
+        if positions[i] != positions[source] or mirrored:
+            if digest(positions[i], False) != digest(positions[source], mirrored):
+                return
+    raise DyBenchError(
+        f"{job.where}: the {job.transform} counterfactual of {Path(job.source).name} has the same frames as the "
+        f"original ({len(positions)} frame(s)), so one clip would get two answers; annotate a clip whose "
+        "content changes under the transform, or choose another transform"
+    )
+
+
+def _segment_cuts(index: StreamIndex, segments: list[tuple[float, float]], where: str) -> list[tuple[int, int]]:
+    """Frames [start, end) of each time range, by the stream's timestamps (a variable-rate clip's
+    frames are not index / fps): each bound goes to the frame boundary nearest to it."""
+    cuts = [(frame_at(index.times, index.end_s, a), frame_at(index.times, index.end_s, b)) for a, b in segments]
+    if any(end - start < 1 for start, end in cuts):
+        raise DyBenchError(f"{where}: field segments: a range holds no frame of the {index.n_frames}-frame video")
+    return cuts
+
+
+def _write_frames(index: StreamIndex, positions: list[int], path: Path, mirrored: bool = False) -> None:
+    """Encode the source frames at `positions`, in that order, to `path`, one frame in memory at a
+    time (backward runs hold one keyframe interval; see dybench.video.iter_frames). Each frame
+    keeps how long it showed in the source (the last one shows for 1/fps), so a variable-rate
+    clip stays variable-rate."""
+    durations = index.durations()
+    times = None if index.is_constant_rate() else list(np.cumsum([0.0] + [durations[p] for p in positions[:-1]]))
+    with ClipWriter(path, index.fps, variable_rate=times is not None) as writer:
+        for number, frame in enumerate(iter_frames(index, positions, max_held_bytes=MAX_HELD_BYTES)):
+            writer.write(mirror(frame) if mirrored else frame, None if times is None else times[number])
 
 
 def _video_job(out: str, job_json: str) -> list[dict]:
     job = VideoJob.model_validate_json(job_json)
-    folder = Path(out)
-    task = get_task(job.task)
     try:
-        info = probe(job.source)
-        if info.n_frames * info.width * info.height * 3 > MAX_CLIP_BYTES:
-            raise DyBenchError(
-                f"{job.where}: {Path(job.source).name} is {info.n_frames} frames of {info.width}x{info.height}, "
-                f"more than {MAX_CLIP_BYTES >> 30} GiB decoded; cut it to the part the question is about"
-            )
-        frames, fps = read_frames(job.source)
+        return with_index(job.source, lambda index: _video_job_rows(Path(out), job, index))
     except VideoError as exc:
         raise DyBenchError(f"{job.where}: {exc}") from None
-    fps = fps or 30.0
+
+
+def _video_job_rows(folder: Path, job: VideoJob, index: StreamIndex) -> list[dict]:
+    """Write the pair's clips from the source's frames, streamed through the encoder: mirroring and
+    swapping segments hold one frame at a time, reversing one keyframe interval (the whole clip
+    only for a file that cannot seek, up to MAX_HELD_BYTES)."""
+    task = get_task(job.task)
+    fps = index.fps or 30.0
     ids = [f"{job.pair_id}-original", f"{job.pair_id}-{job.transform}"]
     meta: list[dict[str, Any]] = [{"job": job.pair_id, "source_video": Path(job.source).name, "fps": fps},
                                   {"job": job.pair_id, "source": ids[0], "fps": fps}]
     boundary = None
+    positions = list(range(index.n_frames))
     if job.segments:
-        cuts = [(int(round(a * fps)), min(len(frames), int(round(b * fps)))) for a, b in job.segments]
-        if any(end - start < 1 for start, end in cuts):
-            raise DyBenchError(f"{job.where}: field segments: a range holds no frame of the {len(frames)}-frame video")
-        (a0, a1), (b0, b1) = cuts
+        (a0, a1), (b0, b1) = cuts = _segment_cuts(index, job.segments, job.where)
         boundary = a1 - a0
-        frames = np.concatenate([frames[a0:a1], frames[b0:b1]])
+        positions = [*range(a0, a1), *range(b0, b1)]
         meta[0]["segment_boundary"] = boundary
-        meta[1]["segment_boundary"] = len(frames) - boundary
+        meta[1]["segment_boundary"] = len(positions) - boundary
         meta[0]["source_frames"] = [list(c) for c in cuts]
-    counter = apply_transform(frames, job.transform, boundary)
-    _refuse_unchanged(job, frames, counter)  # before any clip of the pair is written
+    order, mirrored = transform_plan(len(positions), job.transform, boundary)
+    _refuse_unchanged(job, index, positions, order, mirrored)  # before any clip of the pair is written
     if job.segments:
         original_video = f"videos/{ids[0]}.mp4"
-        write_video(folder / original_video, frames, fps)
+        _write_frames(index, positions, folder / original_video)
     else:
         # The original is the user's file, byte for byte; the counterfactual is its decoded frames
         # transformed and encoded losslessly.
@@ -575,7 +621,7 @@ def _video_job(out: str, job_json: str) -> list[dict]:
         tmp.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(job.source, tmp)
         tmp.replace(folder / original_video)
-    write_video(folder / "videos" / f"{ids[1]}.mp4", counter, fps)
+    _write_frames(index, [positions[i] for i in order], folder / "videos" / f"{ids[1]}.mp4", mirrored)
     items = []
     for clip_id, video, transform, clip_meta in zip(ids, [original_video, f"videos/{ids[1]}.mp4"],
                                                     ["original", job.transform], meta):

@@ -58,6 +58,7 @@ from dybench.store import (
     package_versions,
     parse_shard,
     read_predictions,
+    read_run_config,
     shard_items,
 )
 from dybench.video import SampledClip, load_clip
@@ -163,7 +164,9 @@ def frame_range(item: Item) -> tuple[int, int] | None:
 
 def decode_item(dataset: Dataset, item: Item, settings: VideoSettings, probe: str | None = None) -> DecodedItem:
     """Decode and sample one clip (degraded by `probe`, if any); a missing or undecodable video
-    becomes an error, not a crash."""
+    becomes an error, not a crash. Only the sampled frames are decoded (dybench.video.load_clip).
+    A clip with fewer frames than `num_frames` is shown each of its frames once; its prediction
+    records how many (`n_frames`) and the run's notes count such clips."""
     path = None
     try:
         path = dataset.video_path(item)
@@ -174,6 +177,8 @@ def decode_item(dataset: Dataset, item: Item, settings: VideoSettings, probe: st
             max_frames=settings.max_frames,
             frame_range=frame_range(item),
         )
+        if settings.num_frames is not None and len(clip.indices) < settings.num_frames:
+            clip.extra["frames_available"] = len(clip.indices)
         return DecodedItem(item, apply_probe(clip, probe, item.id), None, path)
     except DyBenchError as exc:
         return DecodedItem(item, None, f"video: {exc}", path)
@@ -242,9 +247,26 @@ def predictions_for(
                 latency_s=None if response.latency_s is None else round(response.latency_s, 4),
                 **cut,
                 **({"extra": redact_data(response.extra)} if response.extra else {}),
+                **_short_clip_fields(entry.clip),
             )
         )
     return rows
+
+
+def _short_clip_fields(clip: SampledClip | None) -> dict[str, int]:
+    """`n_frames` on a prediction whose clip had fewer frames than the run asks for."""
+    if clip is None or "frames_available" not in clip.extra:
+        return {}
+    return {"n_frames": int(clip.extra["frames_available"])}
+
+
+def short_clip_notes(predictions: dict[str, Prediction], settings: VideoSettings) -> list[str]:
+    """A note on clips shown fewer frames than `--num-frames` asks (each of their frames once)."""
+    counts = [row.n_frames for row in predictions.values() if getattr(row, "n_frames", None) is not None]
+    if not counts or settings.num_frames is None:
+        return []
+    return [f"{len(counts)} clips have fewer frames than the {settings.num_frames} asked for "
+            f"(fewest: {min(counts)}); they were shown each of their frames once, none repeated"]
 
 
 def answer_batch(backend: Backend, decoded: list[DecodedItem], template: PromptTemplate,
@@ -275,11 +297,21 @@ def absolute_spec(data: str) -> str:
     return str(Path(data).resolve())
 
 
-def score(dataset: Dataset, predictions: dict[str, Prediction]) -> dict[str, Any]:
+def score(dataset: Dataset, predictions: dict[str, Prediction], settings: VideoSettings | None = None) -> dict[str, Any]:
     from dybench.metrics import score_predictions
 
     rows = [predictions[item.id] for item in dataset.items if item.id in predictions]
+    notes = short_clip_notes({row.id: row for row in rows}, settings) if settings is not None else []
+    if notes:
+        dataset = dataclasses.replace(dataset, notes=[*dataset.notes, *notes])
     return score_predictions(dataset, rows)
+
+
+def record_notes(run_dir: Path, notes: list[str]) -> None:
+    """Keep `notes` in run.json (what the run did differently from what it was asked)."""
+    config = read_run_config(run_dir)
+    if config.notes != notes:
+        write_json_atomic(run_dir / RUN_JSON, config.model_copy(update={"notes": notes}).model_dump(mode="json"))
 
 
 def run_eval(
@@ -417,7 +449,9 @@ def execute_run(plan: PlannedRun, engine: Backend, decode_workers: int = 2, prog
                                         "already done"), highlight=False)
             _run_batches(plan.dataset, todo, len(selected), engine, store, plan.template, plan.settings,
                          plan.sampling, batch_size, decode_workers, progress, console, config.probe)
-            scores = score(plan.dataset, store.load())
+            predictions = store.load()
+            record_notes(run_dir, short_clip_notes(predictions, plan.settings))
+            scores = score(plan.dataset, predictions, plan.settings)
             write_json_atomic(run_dir / SCORES, scores)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM anywhere in the run: say what is kept
             raise EvalInterrupted(interrupted_message(store, selected)) from None
@@ -490,6 +524,6 @@ def score_run(run_dir: Path) -> tuple[dict[str, Any], int]:
         )
     items, notes = probe_items(shard_items(dataset.items, config.shard), check_probe(config.probe))
     missing = sum(1 for item in items if item.id not in predictions)
-    scores = score(dataclasses.replace(dataset, items=items, notes=[*dataset.notes, *notes]), predictions)
+    scores = score(dataclasses.replace(dataset, items=items, notes=[*dataset.notes, *notes]), predictions, config.video)
     write_json_atomic(run_dir / SCORES, scores)
     return scores, missing

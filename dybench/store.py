@@ -93,6 +93,7 @@ class RunConfig(BaseModel):
     probe: str | None = None
     shard: ShardSpec | None = None
     merged_from: list[str] | None = None
+    notes: list[str] = Field(default_factory=list, description="what the run did differently from what it was asked")
     fingerprint: str = ""
     versions: dict[str, str] = Field(default_factory=dict)
     command: list[str] = Field(default_factory=list)
