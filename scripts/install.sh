@@ -96,7 +96,7 @@ main() {
   while [ $# -gt 0 ]; do
     case "$1" in
       --dry-run) dry_run=1 ;;
-      -h|--help) sed -n '2,14p' "${BASH_SOURCE[0]}"; return 0 ;;
+      -h|--help) sed -n '2,12p' "${BASH_SOURCE[0]}"; return 0 ;;
       -*) echo "[install] unknown option $1 (use --dry-run, or a venv folder)" >&2; return 2 ;;
       *) venv="$1" ;;
     esac
