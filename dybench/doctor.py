@@ -131,8 +131,8 @@ def check_python() -> Check:
     if sys.version_info[:2] < MIN_PYTHON:
         wanted = ".".join(map(str, MIN_PYTHON))
         return Check(name="python", summary=summary,
-                     problems=(f"Python {version} is older than {wanted}: create the venv with a newer python "
-                               f"(PYTHON=python3.11 {REINSTALL})",))
+                     problems=(f"Python {version} is older than {wanted}: recreate the venv with a newer one "
+                               f"(make clean, then PYTHON=python3.11 make test)",))
     return Check(name="python", summary=summary)
 
 
