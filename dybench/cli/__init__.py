@@ -12,6 +12,7 @@ from dybench.cli.lab import lab_app
 from dybench.cli.models import list_models_command
 from dybench.cli.probe import probe_command
 from dybench.cli.demo import demo_command
+from dybench.cli.doctor import doctor_command
 from dybench.cli.leaderboard import leaderboard_app
 from dybench.cli.score import score_command
 from dybench.cli.tasks import list_tasks
@@ -44,6 +45,7 @@ app.command("score")(score_command)
 app.add_typer(leaderboard_app, name="leaderboard")
 app.add_typer(lab_app, name="lab")
 app.command("demo")(demo_command)
+app.command("doctor")(doctor_command)
 
 
 def main() -> None:
