@@ -54,10 +54,15 @@ SKIP: list[tuple[str, str]] = [
 TIMEOUT_S = 300
 
 
+GPU_ONLY_MARK = "# GPU only"
+"""A block whose first line is this comment shows a GPU machine's session: none of it runs here."""
+
+
 @dataclass
 class Command:
     text: str
     block: int
+    gpu_only: bool = False
 
     @property
     def head(self) -> str:
@@ -81,6 +86,7 @@ def bash_blocks(markdown: str) -> list[str]:
 
 def commands_of(block: str, number: int) -> list[Command]:
     """One Command per shell command: `\\` continuations joined, a heredoc kept with its body."""
+    gpu_only = block.lstrip().startswith(GPU_ONLY_MARK)
     commands: list[Command] = []
     lines = block.splitlines()
     i = 0
@@ -100,7 +106,7 @@ def commands_of(block: str, number: int) -> list[Command]:
                 i += 1
             i += 1
             line = "\n".join([line, *body, heredoc.group(1)])
-        commands.append(Command(line.strip(), number))
+        commands.append(Command(line.strip(), number, gpu_only))
     return commands
 
 
@@ -113,6 +119,8 @@ def skip_reason(command: Command, skipped_outputs: list[str] = ()) -> str | None
     tokens = command.tokens()
     if not tokens:
         return "no command"
+    if command.gpu_only:
+        return f"in a block marked {GPU_ONLY_MARK!r}"
     for output in skipped_outputs:
         if any(t.rstrip("/") == output or t.startswith(output + "/") for t in tokens):
             return f"reads {output}, the output of a skipped command"
@@ -175,6 +183,8 @@ def test_the_walker_reads_every_kind_of_block():
     assert skip_reason(Command("dybench score --data DATA --predictions p.jsonl", 1))  # placeholder
     assert skip_reason(Command("dybench eval --model tiny-random-qwen3-vl --data d --out r", 1), []) is None
     assert skip_reason(Command("dybench eval --model qwen3-vl-8b --data d --out r", 1), [])
+    [gpu_block_command] = commands_of(f"{GPU_ONLY_MARK}: not run here\ndybench tasks\n", 2)
+    assert "GPU only" in skip_reason(gpu_block_command, [])
 
 
 def test_every_readme_command_runs_as_written(tmp_path):
