@@ -51,13 +51,22 @@ def test_missing_video_fails_before_the_model_loads(synthetic_train_set: Path, t
     assert not (tmp_path / "out").exists()
 
 
-def test_output_folder_of_another_run_is_refused_without_resume(synthetic_train_set: Path, tmp_path: Path) -> None:
+def test_a_saved_run_needs_resume_and_an_unsaved_one_starts_over(synthetic_train_set: Path, tmp_path: Path) -> None:
+    from dybench.train.checkpoint import save_checkpoint
+
     out = tmp_path / "out"
     out.mkdir()
-    (out / "train_config.yaml").write_text("algo: crpo\n")
-    with pytest.raises(DyBenchError, match="--resume"):
+    (out / "train_config.yaml").write_text(config(synthetic_train_set, out).to_yaml())
+    Trainer(config(synthetic_train_set, out))  # nothing saved yet: restartable as it is
+    Trainer(config(synthetic_train_set, out), resume=True)  # ... and with --resume (from step 0)
+    with pytest.raises(DyBenchError, match="drop --resume to start over"):
+        Trainer(config(synthetic_train_set, out, lr=1e-3), resume=True)
+    save_checkpoint(out, 3, {}, keep=1)
+    with pytest.raises(DyBenchError, match="saved at step 3; pass --resume"):
         Trainer(config(synthetic_train_set, out))
-    with pytest.raises(DyBenchError, match="nothing to resume"):
+    with pytest.raises(DyBenchError, match="use the original options"):
+        Trainer(config(synthetic_train_set, out, lr=1e-3), resume=True)
+    with pytest.raises(DyBenchError, match="nothing to resume.*drop --resume"):
         Trainer(config(synthetic_train_set, tmp_path / "empty"), resume=True)
 
 
@@ -190,7 +199,7 @@ def test_sigint_saves_a_checkpoint_and_resume_finishes(small_train_set: Path, tm
         time.sleep(0.2)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 2 and "interrupted: checkpoint at step" in stderr
+    assert process.returncode == 130 and "interrupted: checkpoint at step" in stderr
     saved = sorted((out / "checkpoints").iterdir())
     assert len(saved) == 1
     step = int(saved[0].name.split("-")[1])
@@ -231,3 +240,23 @@ def test_two_processes_train_data_parallel_on_cpu(small_train_set: Path, tmp_pat
     assert rows[-1]["epoch"] == round(2 * 2 / n_questions, 4)  # 2 steps x 1 question x 2 processes
     assert (out / "checkpoints" / "step-000002" / "rng-rank1.pt").is_file() and (out / "model.safetensors").is_file()
     assert result.stdout.count("done: checkpoint") == 1
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_the_first_step_leaves_a_folder_that_starts_over(small_train_set: Path, tmp_path: Path, model_cache) -> None:
+    """Nothing is saved before the first update, but the folder must not be stuck: with or without
+    --resume the same command starts the run again from step 0."""
+
+    def ctrl_c_in_rewards(group) -> GroupRewards:
+        raise KeyboardInterrupt
+
+    out = tmp_path / "ck"
+    with pytest.raises(TrainingInterrupted, match="start over"):
+        Trainer(config(small_train_set, out, algo="grpo", max_steps=1), reward_fn=ctrl_c_in_rewards).train()
+    Trainer(config(small_train_set, out, algo="grpo", max_steps=1), resume=True).train()
+    assert [row["step"] for row in read_metrics(out)] == [1]
+    again = tmp_path / "again"
+    with pytest.raises(TrainingInterrupted):
+        Trainer(config(small_train_set, again, algo="grpo", max_steps=1), reward_fn=ctrl_c_in_rewards).train()
+    Trainer(config(small_train_set, again, algo="grpo", max_steps=1)).train()  # without --resume
+    assert [row["step"] for row in read_metrics(again)] == [1]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import random
 import signal
 import time
@@ -34,11 +35,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
-import yaml
 
 from dybench.atomic import write_text_atomic
 from dybench.data import Dataset, load_data
 from dybench.errors import DyBenchError
+from dybench.signals import note_signal
 from dybench.prompts import extract_choice, render_prompt
 from dybench.train.advantages import group_advantages
 from dybench.train.checkpoint import (
@@ -55,7 +56,7 @@ from dybench.train.checkpoint import (
 from dybench.train.config import TrainConfig
 from dybench.train.inputs import encode_prompts
 from dybench.train.loss import masked_mean, policy_loss, sft_loss
-from dybench.train.metrics import MetricsLog, StepStats, metrics_row
+from dybench.train.metrics import MetricsLog, StepStats, metrics_row, read_metrics
 from dybench.train.policy import (
     Policy,
     export_hf,
@@ -77,18 +78,27 @@ from dybench.train.rollouts import (
 )
 from dybench.train.router import SEGMENT_BOUNDARY_KEY, TaskTableRouter
 from dybench.video import SampledClip, apply_transform, probe
+from dybench.yaml_files import read_yaml_mapping
 
 CONFIG_FILE = "train_config.yaml"
 CLIP_CACHE_BYTES = 2 << 30
 """Decoded clips kept in memory across steps (least recently used dropped first)."""
 StepCallback = Callable[[int, dict[str, Any], "Trainer"], None]
 
+PAUSE_ENV = "DYBENCH_TEST_TRAIN_PAUSE"
+"""Test hook: `PHASE:SECONDS` (PHASE load, rollout or update) makes the trainer write OUT/.paused-PHASE
+and sleep there once, so a test can send a signal at a known point of a run."""
+
 # Options that may differ between an interrupted run and its resumption.
 RESUMABLE_CHANGES = {"max_steps", "save_every", "keep_checkpoints", "display"}
 
 
+INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+"""Ctrl-C, and what `timeout`, Slurm and Kubernetes send: both stop the run the same way."""
+
+
 class TrainingInterrupted(DyBenchError):
-    """Ctrl-C: the message says which step was saved and how to resume."""
+    """Ctrl-C or SIGTERM: the message says which step was saved and how to continue or start over."""
 
 
 @dataclass
@@ -138,20 +148,25 @@ def check_videos(dataset: Dataset, questions: Sequence[TrainQuestion]) -> None:
 
 
 def check_output(config: TrainConfig, resume: bool) -> None:
+    """A training folder is either resumable (it holds a checkpoint: --resume continues it) or
+    restartable (nothing was saved yet: the same command starts it again, with or without --resume)."""
     out = config.out
     saved = out / CONFIG_FILE
-    if resume:
-        if not saved.is_file() or latest_checkpoint(out) is None:
-            raise DyBenchError(f"{out}: nothing to resume (no {CONFIG_FILE} or no checkpoint); drop --resume")
-        previous = yaml.safe_load(saved.read_text())
-        current = json.loads(config.model_dump_json())
-        changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and previous.get(k) != current[k])
-        if changed:
-            raise DyBenchError(
-                f"{saved}: --resume with different settings ({', '.join(changed)}); use the original options"
-            )
-    elif saved.exists() or list_checkpoints(out):
-        raise DyBenchError(f"{out}: already holds a training run; pass --resume to continue it, or choose a new --out")
+    found = latest_checkpoint(out)
+    if found is not None and not resume:
+        raise DyBenchError(
+            f"{out}: holds a training run saved at step {found[0]}; pass --resume to continue it, or choose a new --out"
+        )
+    if not resume:
+        return  # empty, or interrupted before its first checkpoint: starts over
+    if not saved.is_file():
+        raise DyBenchError(f"{out}: nothing to resume (no {CONFIG_FILE}); drop --resume to start a run there")
+    previous = read_yaml_mapping(saved, "training config", "expected the config a run wrote")
+    current = json.loads(config.model_dump_json())
+    changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and previous.get(k) != current[k])
+    if changed:
+        hint = "drop --resume to start over with the new ones" if found is None else "use the original options"
+        raise DyBenchError(f"{saved}: --resume with different settings ({', '.join(changed)}); {hint}")
 
 
 # --- the trainer ------------------------------------------------------------------------------
@@ -196,6 +211,8 @@ class Trainer:
         self.step = 0
         self._critical = False
         self._interrupt_pending = False
+        self._paused: set[str] = set()
+        self._pending_row: dict[str, Any] | None = None
 
     # -- setup --
 
@@ -209,7 +226,14 @@ class Trainer:
         )
         self.accelerator = Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=not torch.cuda.is_available())
         set_seed(config.seed, device_specific=True)
+        self.log = MetricsLog(config.out)
+        # Written before the model loads, so an interrupt at any later point leaves a folder that the
+        # same command can resume (a checkpoint exists) or start over (none does).
+        checkpoint = latest_checkpoint(config.out) if self.resume else None
+        if checkpoint is None:
+            self._start_fresh()
         needs_reference = config.algo != "sft" and config.beta > 0
+        self._test_pause("load")
         self.policy: Policy = load_policy(config.model, config.beta, config.lora, needs_reference)
         self.tokenizer = self.policy.processor.tokenizer
         params = [p for p in self.policy.model.parameters() if p.requires_grad]
@@ -221,12 +245,20 @@ class Trainer:
         if self.policy.reference is not None:
             self.policy.reference.to(self.accelerator.device)
         self.engine = self._engine or self._rollout_engine()
-        self.log = MetricsLog(config.out)
-        config.out.mkdir(parents=True, exist_ok=True)
-        if self.resume:
-            self._restore()
-        else:
-            self._write_config()
+        if checkpoint is not None:
+            self._restore(*checkpoint)
+
+    def _test_pause(self, phase: str) -> None:
+        value = os.environ.get(PAUSE_ENV)
+        if not value or phase in self._paused:
+            return
+        name, _, seconds = value.partition(":")
+        if name != phase:
+            return
+        self._paused.add(phase)
+        self.config.out.mkdir(parents=True, exist_ok=True)
+        (self.config.out / f".paused-{phase}").write_text("")
+        time.sleep(float(seconds or 60))
 
     def _rollout_engine(self) -> RolloutEngine:
         c = self.config
@@ -241,14 +273,15 @@ class Trainer:
             top_p=c.top_p, max_model_len=c.vllm_max_model_len, memory_fraction=c.vllm_memory_fraction, seed=c.seed,
         )
 
-    def _write_config(self) -> None:
+    def _start_fresh(self) -> None:
+        """Step 0: the config written, rows of an earlier attempt that saved nothing dropped."""
         if self.accelerator.is_main_process:
+            self.config.out.mkdir(parents=True, exist_ok=True)
             write_text_atomic(self.config.out / CONFIG_FILE, self.config.to_yaml())
+            self.log.truncate_after(0)
+        self.accelerator.wait_for_everyone()
 
-    def _restore(self) -> None:
-        found = latest_checkpoint(self.config.out)
-        assert found is not None  # checked in check_output
-        step, path = found
+    def _restore(self, step: int, path: Path) -> None:
         state = load_checkpoint(path)
         if self.sharded:
             self.accelerator.load_state(str(path / "accelerate"))
@@ -262,6 +295,9 @@ class Trainer:
         self.step = step
         if self.accelerator.is_main_process:
             self.log.truncate_after(step)
+        if state.get("callbacks_pending"):
+            rows = read_metrics(self.config.out) if self.log.path.is_file() else []
+            self._pending_row = rows[-1] if rows and rows[-1]["step"] == step else None
         self.engine.sync_weights(self.model)
 
     # -- data --
@@ -352,6 +388,7 @@ class Trainer:
         orig, aux = self.branches(batch, step)
         prompts = self.encode(orig + aux)
         started = time.perf_counter()
+        self._test_pause("rollout")
         with generation_model(self.accelerator, self.model) as generator, self.accelerator.autocast():
             rollouts = self.engine.generate(generator, prompts, G)
         timing["rollout"] += time.perf_counter() - started
@@ -492,72 +529,109 @@ class Trainer:
 
     # -- the loop --
 
-    def _on_sigint(self, signum: int, frame: Any) -> None:
+    def _on_interrupt(self, signum: int, frame: Any) -> None:
+        """SIGINT and SIGTERM: stop now, or right after the optimizer update when one is under way."""
+        note_signal(signum)  # the exit code says which signal it was (130 / 143)
         if self._critical:
-            self._interrupt_pending = True  # finish the optimizer update first, then stop
+            self._interrupt_pending = True
             return
         raise KeyboardInterrupt
 
-    def train(self) -> Path:
-        """Run to `max_steps` (or resume there); returns the output folder with the HF checkpoint."""
-        self.setup()
-        c = self.config
-        previous_handler = None
-        if _in_main_thread():
-            previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
-        saved_rng = rng_state()
+    @contextlib.contextmanager
+    def _interrupt_handlers(self) -> Iterator[None]:
+        if not _in_main_thread():
+            yield
+            return
+        previous = {signum: signal.signal(signum, self._on_interrupt) for signum in INTERRUPT_SIGNALS}
         try:
-            with self._progress() as progress:
-                while self.step < c.max_steps:
-                    saved_rng = rng_state()  # the state this step starts from (what a resume needs)
-                    row = self.train_step(self.step)
-                    self._critical = True
-                    if self.accelerator.is_main_process:
-                        self.log.append(row)
-                    self.optimizer.step()
-                    self.scheduler.step()
-                    self.optimizer.zero_grad(set_to_none=True)
-                    self.engine.sync_weights(self.model)
-                    self.step += 1
-                    saved_rng = rng_state()
-                    self._critical = False
-                    if self._interrupt_pending:
-                        raise KeyboardInterrupt
-                    if self.step % c.save_every == 0 and self.step < c.max_steps:
-                        self.save(saved_rng)
-                    progress(self.step, row)
-                    for callback in self.callbacks:
-                        callback(self.step, row, self)
-        except KeyboardInterrupt:
-            self._critical = False
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.step > 0:
-                self.save(saved_rng)
-                raise TrainingInterrupted(
-                    f"interrupted: checkpoint at step {self.step} saved in {c.out}; "
-                    "rerun the same command with --resume to continue"
-                ) from None
-            raise TrainingInterrupted("interrupted before the first step finished; nothing to save") from None
+            yield
         finally:
-            if previous_handler is not None:
-                signal.signal(signal.SIGINT, previous_handler)
-            self.engine.close()
-        self.save(rng_state())
-        self.export()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def train(self) -> Path:
+        """Run to `max_steps` (or resume there); returns the output folder with the HF checkpoint.
+
+        An interrupt (Ctrl-C, SIGTERM) at any point stops the run: once a step has finished it is
+        saved as a checkpoint for --resume; before that the folder is left to start over."""
+        c = self.config
+        saved_rng: dict[str, Any] = {}
+        callbacks_done = True
+        with self._interrupt_handlers():
+            try:
+                self.setup()
+                saved_rng = rng_state()
+                if self._pending_row is not None:  # the interrupted run stopped inside this step's callbacks
+                    self._run_callbacks(self._pending_row)
+                with self._progress() as progress:
+                    while self.step < c.max_steps:
+                        saved_rng = rng_state()  # the state this step starts from (what a resume needs)
+                        row = self.train_step(self.step)
+                        self._critical = True
+                        if self.accelerator.is_main_process:
+                            self.log.append(row)
+                        self.optimizer.step()
+                        self._test_pause("update")
+                        self.scheduler.step()
+                        self.optimizer.zero_grad(set_to_none=True)
+                        self.engine.sync_weights(self.model)
+                        self.step += 1
+                        saved_rng = rng_state()
+                        callbacks_done = False
+                        self._critical = False
+                        if self._interrupt_pending:
+                            raise KeyboardInterrupt
+                        if self.step % c.save_every == 0 and self.step < c.max_steps:
+                            self.save(saved_rng, callbacks_pending=True)
+                        progress(self.step, row)
+                        self._run_callbacks(row)
+                        callbacks_done = True
+                # The final checkpoint and export are not cut short (an interrupt now lets them finish).
+                self._critical = True
+                self.save(rng_state())
+                self.export()
+            except KeyboardInterrupt:
+                raise self._stop(saved_rng, callbacks_pending=not callbacks_done) from None
+            finally:
+                engine = getattr(self, "engine", None)
+                if engine is not None:
+                    engine.close()
         return c.out
+
+    def _run_callbacks(self, row: dict[str, Any]) -> None:
+        for callback in self.callbacks:
+            callback(self.step, row, self)
+
+    def _stop(self, rng: dict[str, Any], callbacks_pending: bool) -> TrainingInterrupted:
+        """Save what an interrupt leaves (a second signal while saving is deferred) and say what next."""
+        self._critical = True
+        out = self.config.out
+        if self.step == 0:
+            return TrainingInterrupted(
+                "interrupted before the first update finished: nothing to save; "
+                "rerun the same command (with or without --resume) to start over"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.save(rng, callbacks_pending=callbacks_pending)
+        return TrainingInterrupted(
+            f"interrupted: checkpoint at step {self.step} saved in {out}; "
+            "rerun the same command with --resume to continue"
+        )
 
     @property
     def sharded(self) -> bool:
         """FSDP / DeepSpeed: model and optimizer state live in shards (accelerate's own format)."""
         return self.accelerator.distributed_type.name in ("FSDP", "DEEPSPEED")
 
-    def save(self, rng: dict[str, Any]) -> Path:
-        """A resumable checkpoint at the current step (see dybench.train.checkpoint)."""
+    def save(self, rng: dict[str, Any], callbacks_pending: bool = False) -> Path:
+        """A resumable checkpoint at the current step (see dybench.train.checkpoint).
+        `callbacks_pending`: the step's callbacks have not all run (a resume runs them first)."""
         accelerator, out = self.accelerator, self.config.out
         if accelerator.is_main_process:
             start_checkpoint(out, self.step)
         accelerator.wait_for_everyone()
-        state: dict[str, Any] = {"scheduler": self.scheduler.state_dict(), "rng": rng}
+        state: dict[str, Any] = {"scheduler": self.scheduler.state_dict(), "rng": rng,
+                                 "callbacks_pending": callbacks_pending}
         if not accelerator.is_main_process:  # every process samples from its own generators
             torch.save(rng, staging_dir(out, self.step) / f"rng-rank{accelerator.process_index}.pt")
         if self.sharded:
