@@ -9,11 +9,9 @@ rollouts or in the optimizer update rather than wherever the scheduler happens t
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from dybench.train.metrics import TIMING_COLUMNS, read_metrics
-from dybench.train.trainer import PAUSE_ENV
+from signal_runs import interrupt
 
 MODEL = "tiny-random-qwen3-vl"
 STEPS = 5
@@ -33,48 +31,9 @@ def command(data: Path, out: Path, *extra: str) -> list[str]:
             "1000", "--no-progress", *extra]
 
 
-def wait_for(condition, what: str, timeout: float = 180) -> None:
-    deadline = time.time() + timeout
-    while not condition():
-        if time.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
 def metrics_rows(out: Path) -> int:
     path = out / "metrics.jsonl"
     return path.read_text().count("\n") if path.is_file() else 0
-
-
-def interrupt(cmd: list[str], out: Path, signum: int, when, what: str, pause: str | None = None) -> str:
-    """Start `cmd`, send `signum` once `when()` holds; return the last line of stderr after checking
-    the exit code, that there is no traceback and that no process of the command's session is left."""
-    env = os.environ.copy()
-    if pause:
-        env[PAUSE_ENV] = pause
-    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                               start_new_session=True)
-    try:
-        wait_for(lambda: when() or process.poll() is not None, what)
-        assert process.poll() is None, f"finished before {what}: {process.stderr.read()[-2000:]}"
-        process.send_signal(signum)
-        _, stderr = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    expected = 143 if signum == signal.SIGTERM else 130
-    assert process.returncode == expected, stderr[-2000:]
-    assert "Traceback" not in stderr, stderr[-2000:]
-    assert_no_survivors(process.pid)
-    return stderr.strip().splitlines()[-1]  # the one-line message (transformers' loading bars come before it)
-
-
-def assert_no_survivors(session: int) -> None:
-    try:
-        os.killpg(session, 0)
-    except ProcessLookupError:
-        return
-    raise AssertionError("a process of the interrupted command is still running")
 
 
 def without_timing(rows: list[dict]) -> list[dict]:
@@ -91,17 +50,17 @@ def test_signals_at_every_stage_then_resume_give_the_uninterrupted_run(small_tra
     marker = lambda phase: (lambda: (out / f".paused-{phase}").is_file())  # noqa: E731
 
     # 1. SIGTERM while the model loads: nothing to save, and the folder says how to start over.
-    message = interrupt(command(small_train_set, out), out, signal.SIGTERM, marker("load"), "model loading",
+    message = interrupt(command(small_train_set, out), signal.SIGTERM, marker("load"), "model loading",
                         pause="load:60")
     assert "start over" in message
     # 2. Ctrl-C in the first step's rollouts, on the rerun with --resume (it starts from step 0).
-    message = interrupt(resume, out, signal.SIGINT, marker("rollout"), "the first rollouts", pause="rollout:60")
+    message = interrupt(resume, signal.SIGINT, marker("rollout"), "the first rollouts", pause="rollout:60")
     assert "start over" in message and not (out / "checkpoints").exists()
     # 3. SIGTERM during the optimizer update: the update finishes, then step 1 is saved.
-    message = interrupt(resume, out, signal.SIGTERM, marker("update"), "the first update", pause="update:3")
+    message = interrupt(resume, signal.SIGTERM, marker("update"), "the first update", pause="update:3")
     assert "checkpoint at step 1" in message and "--resume" in message
     # 4. Ctrl-C mid-run.
-    message = interrupt(resume, out, signal.SIGINT, lambda: metrics_rows(out) >= 3, "step 2")
+    message = interrupt(resume, signal.SIGINT, lambda: metrics_rows(out) >= 3, "step 2")
     assert "--resume" in message
     # Without --resume the message says to pass it (the folder holds a saved run).
     refused = subprocess.run(command(small_train_set, out), capture_output=True, text=True)

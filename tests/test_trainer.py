@@ -260,3 +260,27 @@ def test_ctrl_c_in_the_first_step_leaves_a_folder_that_starts_over(small_train_s
         Trainer(config(small_train_set, again, algo="grpo", max_steps=1), reward_fn=ctrl_c_in_rewards).train()
     Trainer(config(small_train_set, again, algo="grpo", max_steps=1)).train()  # without --resume
     assert [row["step"] for row in read_metrics(again)] == [1]
+
+
+def test_a_swap_boundary_lost_by_frame_sampling_fails_before_the_model_loads(small_train_set: Path, tmp_path: Path,
+                                                                             model_cache) -> None:
+    """A first event shorter than half a sampling bin leaves no sampled frame before the boundary:
+    the swapped clip cannot be made, which must be said before training, not at that item's step."""
+    import shutil
+
+    from dybench.data import load_data
+    from dybench.train.trainer import prepare_questions
+
+    data = tmp_path / "data"
+    shutil.copytree(small_train_set, data)
+    settings = config(data, tmp_path / "out", num_frames=2)  # frames 2 and 6 of the 8
+    swapped = {q.id for q in prepare_questions(settings, load_data(str(data))) if q.route.transform == "swap_segments"}
+    assert swapped
+    rows = [json.loads(line) for line in (data / "manifest.jsonl").read_text().splitlines()]
+    for row in rows:
+        if row["id"] in swapped:
+            row["meta"]["segment_boundary"] = 1  # no sampled frame before it
+    (data / "manifest.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(DyBenchError, match=r"segment_boundary 1 .*no sampled frame before it"):
+        Trainer(settings)
+    assert not (tmp_path / "out").exists()

@@ -77,7 +77,8 @@ from dybench.train.rollouts import (
     generation_model,
 )
 from dybench.train.router import SEGMENT_BOUNDARY_KEY, TaskTableRouter
-from dybench.video import SampledClip, apply_transform, probe
+from dybench.store import VideoSettings
+from dybench.video import SampledClip, apply_transform, fps_indices, probe, uniform_indices
 from dybench.yaml_files import read_yaml_mapping
 
 CONFIG_FILE = "train_config.yaml"
@@ -147,6 +148,46 @@ def check_videos(dataset: Dataset, questions: Sequence[TrainQuestion]) -> None:
             raise DyBenchError(f"{dataset.root}: item {question.id}: video {question.item.video} has no frames")
 
 
+def swap_boundary(indices: Sequence[int], source_boundary: int) -> int:
+    """The segment boundary on a sampled clip: how many sampled frames lie before the source frame
+    where the second event starts."""
+    return sum(1 for index in indices if index < source_boundary)
+
+
+def sampled_indices(n_frames: int, fps: float, settings: VideoSettings) -> list[int]:
+    """The frames `dybench.video.sample_frames` picks from a clip of `n_frames` with `settings`."""
+    if settings.num_frames is not None:
+        return uniform_indices(n_frames, settings.num_frames)
+    if settings.fps is not None:
+        return fps_indices(n_frames, fps if fps > 0 else 1.0, settings.fps, settings.max_frames)
+    return list(range(n_frames))
+
+
+def check_swap_boundaries(dataset: Dataset, questions: Sequence[TrainQuestion], settings: VideoSettings) -> None:
+    """Every swap_segments counterfactual can be made from the sampled frames: a first (or second)
+    event shorter than half a sampling bin has no sampled frame, and the swap would fail mid-run."""
+    from dybench.evaluate import frame_range
+
+    for question in questions:
+        if question.route.transform != "swap_segments":
+            continue
+        info = probe(question.video_path)
+        n_frames = info.n_frames
+        window = frame_range(question.item)
+        if window is not None:
+            n_frames = min(window[1], n_frames) - window[0]
+        indices = sampled_indices(n_frames, info.fps, settings)
+        source_boundary = int(question.item.meta[SEGMENT_BOUNDARY_KEY])
+        cut = swap_boundary(indices, source_boundary)
+        if not 0 < cut < len(indices):
+            side = "before" if cut == 0 else "after"
+            raise DyBenchError(
+                f"{dataset.root}: item {question.id}: meta.{SEGMENT_BOUNDARY_KEY} {source_boundary} leaves no sampled "
+                f"frame {side} it ({len(indices)} of {n_frames} frames sampled), so its segments cannot be swapped; "
+                "sample more frames (num_frames) or drop the item"
+            )
+
+
 def check_output(config: TrainConfig, resume: bool) -> None:
     """A training folder is either resumable (it holds a checkpoint: --resume continues it) or
     restartable (nothing was saved yet: the same command starts it again, with or without --resume)."""
@@ -207,6 +248,8 @@ class Trainer:
         from dybench.evaluate import video_settings
 
         self.video = video_settings(self.spec, config.num_frames, None, None, None, None)
+        if config.algo == "crpo":
+            check_swap_boundaries(self.dataset, self.questions, self.video)
         self._clips: OrderedDict[str, SampledClip] = OrderedDict()
         self.step = 0
         self._critical = False
@@ -348,9 +391,8 @@ class Trainer:
 
     def counterfactual_clip(self, question: TrainQuestion, clip: SampledClip) -> SampledClip:
         boundary = None
-        if question.route.transform == "swap_segments":
-            source_boundary = int(question.item.meta[SEGMENT_BOUNDARY_KEY])
-            boundary = sum(1 for index in clip.indices if index < source_boundary)
+        if question.route.transform == "swap_segments":  # checked before training (check_swap_boundaries)
+            boundary = swap_boundary(clip.indices, int(question.item.meta[SEGMENT_BOUNDARY_KEY]))
         frames = apply_transform(clip.frames, question.route.transform, boundary=boundary)
         return dataclasses.replace(clip, frames=frames)
 
