@@ -83,7 +83,10 @@ class TrainConfig(_Strict):
     beta: float = Field(0.04, ge=0, description="KL penalty to the frozen initial policy; 0 loads no reference")
     clip_eps: float = Field(0.2, gt=0, description="PPO-style ratio clipping")
     advantage: AdvantageMode = "per_branch"
-    scale_advantages: bool = Field(True, description="divide by the group's std (False: Dr. GRPO style)")
+    scale_advantages: bool = Field(
+        True, description="divide by the group's std (False: centred only, Dr. GRPO's advantage; the loss "
+        "keeps its per-completion length normalisation, which Dr. GRPO also drops)"
+    )
     rewards: RewardWeights = Field(default_factory=RewardWeights)
     tgrpo: TGRPOSettings = Field(default_factory=TGRPOSettings)
 
