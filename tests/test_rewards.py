@@ -195,3 +195,13 @@ def test_unscaled_advantages_are_centred_but_the_loss_still_averages_over_each_c
                        ("configs/crpo.yaml", (root / "configs" / "crpo.yaml").read_text())]:
         said = " ".join(line for line in text.splitlines() if "Dr. GRPO" in line or "length" in line)
         assert "Dr. GRPO" in said and "length normalisation" in said, name
+
+
+def test_crpo_pays_no_relation_reward_for_a_question_the_router_could_not_classify():
+    """An ``unknown`` question has no counterfactual branch: its rollouts earn correctness and format
+    only, and no crr / behave term is logged for it (not even a zero)."""
+    group = Group(answer="A", answer_changes=None, counterfactual_answer=None, orig_answers=["A", "B", None],
+                  orig_texts=["<answer>A</answer>", "<answer>B</answer>", "x"])
+    rewards = group_rewards("crpo", group, RewardWeights(crr_orig=5.0))
+    assert rewards.orig == [2.0, 1.0, 0.0] and rewards.aux == []
+    assert set(rewards.terms) == {"orig/correct", "orig/format"}

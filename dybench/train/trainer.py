@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from dybench.atomic import write_text_atomic
+from dybench.atomic import write_json_atomic, write_text_atomic
 from dybench.data import Dataset, load_data
 from dybench.errors import DyBenchError
 from dybench.signals import note_signal
@@ -76,12 +76,16 @@ from dybench.train.rollouts import (
     end_token_ids,
     generation_model,
 )
-from dybench.train.router import SEGMENT_BOUNDARY_KEY, TaskTableRouter
+from dybench.train.llm_router import build_router
+from dybench.train.router import SEGMENT_BOUNDARY_KEY, Router, TaskTableRouter, route_report
 from dybench.store import VideoSettings
 from dybench.video import SampledClip, apply_transform, fps_indices, probe, uniform_indices
 from dybench.yaml_files import read_yaml_mapping
 
 CONFIG_FILE = "train_config.yaml"
+ROUTES_FILE = "routes.json"
+"""How every question was routed: counts per kind and source, and each question's route."""
+ROUTER_DIR = "router"
 CLIP_CACHE_BYTES = 2 << 30
 """Decoded clips kept in memory across steps (least recently used dropped first)."""
 StepCallback = Callable[[int, dict[str, Any], "Trainer"], None]
@@ -112,9 +116,9 @@ class BranchPrompt:
 # --- checks before any compute ----------------------------------------------------------------
 
 
-def prepare_questions(config: TrainConfig, dataset: Dataset) -> list[TrainQuestion]:
+def prepare_questions(config: TrainConfig, dataset: Dataset, router: Router | None = None) -> list[TrainQuestion]:
     """Route every item and label both branches; stop at the first item that cannot be trained on."""
-    router = TaskTableRouter(static_transforms=tuple(config.static_transforms))
+    router = router or TaskTableRouter(static_transforms=tuple(config.static_transforms))
     null_text = config.null_option_text if config.null_option else None
     questions = []
     for item in dataset.items:
@@ -133,19 +137,22 @@ def prepare_questions(config: TrainConfig, dataset: Dataset) -> list[TrainQuesti
     return questions
 
 
-def check_videos(dataset: Dataset, questions: Sequence[TrainQuestion]) -> None:
-    """Every video opens and has frames (probed, not decoded; each file once)."""
+def check_videos(dataset: Dataset) -> None:
+    """Every video is inside the dataset, opens and has frames (probed, not decoded; each file once)."""
     seen: set[Path] = set()
-    for question in questions:
-        path = question.video_path
+    for item in dataset.items:
+        try:
+            path = dataset.video_path(item)
+        except DyBenchError as exc:
+            raise DyBenchError(f"{dataset.root}: item {item.id}: {exc}") from None
         if path in seen:
             continue
         seen.add(path)
         if not path.is_file():
-            raise DyBenchError(f"{dataset.root}: item {question.id}: video {question.item.video} not found")
+            raise DyBenchError(f"{dataset.root}: item {item.id}: video {item.video} not found")
         info = probe(path)
         if info.n_frames <= 0:
-            raise DyBenchError(f"{dataset.root}: item {question.id}: video {question.item.video} has no frames")
+            raise DyBenchError(f"{dataset.root}: item {item.id}: video {item.video} has no frames")
 
 
 def swap_boundary(indices: Sequence[int], source_boundary: int) -> int:
@@ -235,8 +242,7 @@ class Trainer:
         # Checks, in order, before anything is loaded or computed.
         check_output(config, resume)
         self.dataset = load_data(config.data)
-        self.questions = prepare_questions(config, self.dataset)
-        check_videos(self.dataset, self.questions)
+        check_videos(self.dataset)
         self.spec, self.weights = resolve_weights(config.model)
         if config.lora is not None:
             try:
@@ -248,6 +254,10 @@ class Trainer:
         from dybench.evaluate import video_settings
 
         self.video = video_settings(self.spec, config.num_frames, None, None, None, None)
+        # Routing last: an LLM router is a model run (its answers are cached in OUT/router/).
+        router = build_router(config.router, config.static_transforms, self.dataset, config.out / ROUTER_DIR)
+        self.questions = prepare_questions(config, self.dataset, router)
+        self.routes = route_report({q.id: q.route for q in self.questions}, config.router.kind, config.router.model)
         if config.algo == "crpo":
             check_swap_boundaries(self.dataset, self.questions, self.video)
         self._clips: OrderedDict[str, SampledClip] = OrderedDict()
@@ -275,6 +285,8 @@ class Trainer:
         checkpoint = latest_checkpoint(config.out) if self.resume else None
         if checkpoint is None:
             self._start_fresh()
+        if self.accelerator.is_main_process:
+            write_json_atomic(config.out / ROUTES_FILE, self.routes)
         needs_reference = config.algo != "sft" and config.beta > 0
         self._test_pause("load")
         self.policy: Policy = load_policy(config.model, config.beta, config.lora, needs_reference)
@@ -401,17 +413,22 @@ class Trainer:
         random.Random(f"{self.config.seed}:{step}:{question.id}").shuffle(order)
         return dataclasses.replace(clip, frames=clip.frames[order])
 
-    def branches(self, batch: list[TrainQuestion], step: int) -> tuple[list[BranchPrompt], list[BranchPrompt]]:
-        """(original prompts, second-branch prompts) for a micro-batch; the second is empty for grpo."""
+    def branches(self, batch: list[TrainQuestion], step: int) -> tuple[list[BranchPrompt], list[BranchPrompt | None]]:
+        """(original prompts, second-branch prompts) for a micro-batch. The second list is aligned
+        with the batch: None for grpo and sft, and under crpo for a question of unknown kind."""
         algo = self.config.algo
-        orig, aux = [], []
+        orig: list[BranchPrompt] = []
+        aux: list[BranchPrompt | None] = []
         for question in batch:
             clip = self.clip(question)
             orig.append(BranchPrompt(question, clip, question.answer))
-            if algo == "crpo":
+            if algo == "crpo" and question.route.has_counterfactual:
+                assert question.counterfactual_answer is not None
                 aux.append(BranchPrompt(question, self.counterfactual_clip(question, clip), question.counterfactual_answer))
             elif algo == "t-grpo":
                 aux.append(BranchPrompt(question, self.shuffled_clip(question, clip, step), question.answer))
+            else:
+                aux.append(None)
         return orig, aux
 
     def encode(self, prompts: list[BranchPrompt]) -> PromptBatch:
@@ -427,7 +444,13 @@ class Trainer:
     def rl_micro_batch(self, batch: list[TrainQuestion], step: int, stats: StepStats, timing: dict[str, float]) -> None:
         c = self.config
         G = c.group_size
-        orig, aux = self.branches(batch, step)
+        orig, aligned_aux = self.branches(batch, step)
+        aux = [prompt for prompt in aligned_aux if prompt is not None]
+        # Prompt position of each question's second branch (after all the originals).
+        aux_position = {}
+        for q, prompt in enumerate(aligned_aux):
+            if prompt is not None:
+                aux_position[q] = len(orig) + len(aux_position)
         prompts = self.encode(orig + aux)
         started = time.perf_counter()
         self._test_pause("rollout")
@@ -435,13 +458,12 @@ class Trainer:
             rollouts = self.engine.generate(generator, prompts, G)
         timing["rollout"] += time.perf_counter() - started
 
-        n_orig = len(orig)
         answers = [extract_choice(text, p.question.options) for text, p in zip(rollouts.texts, _repeat(orig + aux, G))]
         train_rows: list[int] = []
         advantages: list[float] = []
         for q, question in enumerate(batch):
             o_rows = list(range(q * G, (q + 1) * G))
-            a_rows = list(range((n_orig + q) * G, (n_orig + q + 1) * G)) if aux else []
+            a_rows = list(range(aux_position[q] * G, (aux_position[q] + 1) * G)) if q in aux_position else []
             group = Group(
                 answer=question.answer,
                 answer_changes=question.route.answer_changes,
@@ -492,7 +514,7 @@ class Trainer:
         stats.add("reward/orig/total", rewards.orig)
         stats.add("acc/orig", [float(a == group.answer) for a in group.orig_answers])
         stats.add("invalid_rate/orig", [float(a is None) for a in group.orig_answers])
-        if self.config.algo == "crpo":
+        if self.config.algo == "crpo" and group.answer_changes is not None:
             stats.add("reward/cf/total", rewards.aux)
             stats.add("acc/cf", [float(a == group.counterfactual_answer) for a in group.aux_answers])
             stats.add("invalid_rate/cf", [float(a is None) for a in group.aux_answers])
