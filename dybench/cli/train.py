@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from dybench.signals import interrupt_exit_code
 from dybench.cli.common import console, fail
@@ -62,7 +63,8 @@ def train_command(
     """
     from dybench.train.config import LoraSettings, load_config
     from dybench.train.display import live_display
-    from dybench.train.trainer import Trainer, TrainingInterrupted
+    from dybench.train.router import describe_routes
+    from dybench.train.trainer import ROUTES_FILE, Trainer, TrainingInterrupted
 
     settings = load_config(
         config,
@@ -92,6 +94,8 @@ def train_command(
             f"{settings.max_steps} updates of {settings.batch_size * settings.grad_accum} questions x "
             f"{settings.rollouts_per_question if settings.algo != 'sft' else 1} rollouts (per process)"
         )
+        console.print(escape(describe_routes(trainer.routes)) + f" -> {escape(str(settings.out / ROUTES_FILE))}",
+                      highlight=False)
     try:
         result = trainer.train()
     except TrainingInterrupted as exc:  # Ctrl-C or SIGTERM: exit 130 / 143, the message says what next

@@ -233,5 +233,16 @@ def _kind_of(transforms: Sequence[TransformName]) -> RouteKind:
     return "static"
 
 
-__all__ = ["Route", "RouteKind", "Router", "TaskTableRouter", "classify_question", "route_for_kind", "route_report",
+def describe_routes(report: dict[str, Any]) -> str:
+    """One line for the terminal: how many questions went which way, and from which source."""
+    kinds = ", ".join(f"{n} {kind}" for kind, n in report["by_kind"].items())
+    sources = ", ".join(f"{n} by {SOURCE_NAMES[source]}" for source, n in report["by_source"].items())
+    unknown = report["by_kind"].get("unknown", 0)
+    note = f"; the {unknown} unknown get no counterfactual branch" if unknown else ""
+    return f"routes: {kinds} ({sources}){note}"
+
+
+SOURCE_NAMES = {"task": "the task table", "rules": "rules", "llm": "the LLM router"}
+
+__all__ = ["Route", "RouteKind", "Router", "TaskTableRouter", "classify_question", "describe_routes", "route_for_kind", "route_report",
            "stable_choice"]
