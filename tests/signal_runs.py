@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 from typing import Callable
 
 from dybench.train.trainer import PAUSE_ENV

@@ -15,8 +15,10 @@ Everything but the reward function and which rollouts are trained is shared acro
 so comparisons are fair. GRPO trains the original branch, CRPO both branches, T-GRPO the ordered
 rollouts only (its shuffled rollouts only measure how much order matters, as in Video-R1).
 
-The order of work protects the user: config, output folder, data (every row routed, every video
-present), model name and optional packages are all checked before a model is loaded.
+The order of work protects the user: config, output folder, data (every video present), model name,
+optional packages, routes and swap boundaries are all checked before the policy is loaded (an LLM
+router, if configured, answers in between; its answers are cached). An interrupt (Ctrl-C, SIGTERM)
+at any later point leaves a folder that the same command resumes or starts over.
 """
 
 from __future__ import annotations
@@ -46,7 +48,6 @@ from dybench.train.checkpoint import (
     checkpoint_dir,
     finish_checkpoint,
     latest_checkpoint,
-    list_checkpoints,
     load_checkpoint,
     rng_state,
     set_rng_state,
@@ -626,7 +627,9 @@ class Trainer:
                 self.setup()
                 saved_rng = rng_state()
                 if self._pending_row is not None:  # the interrupted run stopped inside this step's callbacks
+                    callbacks_done = False
                     self._run_callbacks(self._pending_row)
+                    callbacks_done = True
                 with self._progress() as progress:
                     while self.step < c.max_steps:
                         saved_rng = rng_state()  # the state this step starts from (what a resume needs)
