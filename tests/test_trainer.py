@@ -341,3 +341,22 @@ def test_crpo_trains_a_question_of_unknown_kind_without_a_counterfactual_branch(
     (row,) = read_metrics(tmp_path / "ck")
     assert 0.0 <= row["answer_change_rate/dynamic"] <= 1.0 and row["answer_change_rate/static"] is None
     assert json.loads((tmp_path / "ck" / "routes.json").read_text())["routes"]["user1"]["kind"] == "unknown"
+
+
+@pytest.mark.slow
+def test_a_step_whose_callbacks_were_interrupted_runs_them_again_on_resume(small_train_set: Path, tmp_path: Path,
+                                                                          model_cache) -> None:
+    """An interrupt inside a step callback (the lab evaluates the policy there) saves the step, and
+    --resume runs that step's callbacks before training on, so no evaluation point is lost."""
+    out = tmp_path / "ck"
+    calls: list[tuple[int, int]] = []
+
+    def interrupted_at_step_1(step, row, trainer):
+        if step == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted, match="step 1 saved"):
+        Trainer(config(small_train_set, out, algo="grpo", max_steps=2), callbacks=[interrupted_at_step_1]).train()
+    Trainer(config(small_train_set, out, algo="grpo", max_steps=2), resume=True,
+            callbacks=[lambda step, row, trainer: calls.append((step, row["step"]))]).train()
+    assert calls == [(1, 1), (2, 2)]
