@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,7 @@ from dybench.data import load_data
 from dybench.errors import DyBenchError
 from dybench.lab.shortcut import ShortcutSettings, load_settings, prepare_folder
 from dybench.lab.shortcut_data import Splits, build_splits, cue_letter, mover_color
+from signal_runs import interrupt
 
 CUE = ShortcutSettings().cue
 
@@ -79,3 +83,33 @@ def test_quick_experiment_runs_end_to_end_and_writes_its_three_files(tmp_path: P
     # A rerun reuses every finished stage.
     again = CliRunner().invoke(app, ["lab", "shortcut", "--out", str(out), "--quick", "--no-progress"])
     assert again.exit_code == 0, again.output
+
+
+@pytest.mark.slow
+def test_an_interrupted_quick_experiment_finishes_like_an_uninterrupted_one(tmp_path: Path, model_cache) -> None:
+    """SIGINT while the warm start loads, SIGTERM in its first update, SIGTERM during an RL run:
+    each rerun of the same command continues, and the results equal those of a run left alone."""
+    from dybench.train.trainer import PAUSE_ENV
+
+    def lab(out: Path) -> list[str]:
+        return [sys.executable, "-m", "dybench.cli", "lab", "shortcut", "--out", str(out), "--quick", "--no-progress"]
+
+    straight, out = tmp_path / "straight", tmp_path / "interrupted"
+    done = subprocess.run(lab(straight), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    message = interrupt(lab(out), signal.SIGINT, lambda: (out / "warm" / ".paused-load").is_file(),
+                        "the warm start's model loading", pause="load:60")
+    assert "rerun the same command" in message
+    message = interrupt(lab(out), signal.SIGTERM, lambda: (out / "warm" / ".paused-update").is_file(),
+                        "the warm start's first update", pause="update:3")
+    assert "rerun the same command" in message
+    rl_run = out / "runs" / "t-grpo-seed0" / "metrics.jsonl"
+    interrupt(lab(out), signal.SIGTERM, rl_run.is_file, "the second RL run")
+    finished = subprocess.run(lab(out), capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+
+    assert (out / "results.csv").read_text() == (straight / "results.csv").read_text()
+    for run in sorted((straight / "runs").iterdir()):
+        assert (out / "runs" / run.name / "curve.jsonl").read_text() == (run / "curve.jsonl").read_text(), run.name
+    assert PAUSE_ENV not in os.environ

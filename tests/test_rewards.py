@@ -171,3 +171,37 @@ def test_documented_example_config_is_valid_and_matches_the_defaults(tmp_path):
     example = Path(__file__).resolve().parents[1] / "configs" / "crpo.yaml"
     loaded = load_config(example, model="m", data="d", out=tmp_path)
     assert loaded == TrainConfig(model="m", data="d", out=tmp_path)
+
+
+def test_unscaled_advantages_are_centred_but_the_loss_still_averages_over_each_completion():
+    """`scale_advantages: false` is Dr. GRPO's advantage (centred, not divided by the std), not its
+    loss: every completion's tokens are still averaged over its own length, so a token of a short
+    completion moves more than one of a long one. The documentation says so wherever it names Dr. GRPO."""
+    from pathlib import Path
+
+    from dybench.train import advantages as advantages_module
+    from dybench.train.config import TrainConfig
+
+    orig, _ = group_advantages([1.0, 0.0, 0.0, 0.0], [], scale=False)
+    assert orig == pytest.approx([0.75, -0.25, -0.25, -0.25])
+    logp = torch.zeros(2, 4, requires_grad=True)
+    mask = torch.tensor([[1, 0, 0, 0], [1, 1, 1, 1]])
+    policy_loss(logp, logp.detach(), torch.tensor([1.0, 1.0]), mask).loss.backward()
+    assert logp.grad[0, 0] == pytest.approx(4 * logp.grad[1, 0].item())  # 1/1 vs 1/4 per token, halved
+
+    root = Path(__file__).resolve().parents[1]
+    for name, text in [("config.py", TrainConfig.model_fields["scale_advantages"].description),
+                       ("advantages.py", advantages_module.__doc__),
+                       ("configs/crpo.yaml", (root / "configs" / "crpo.yaml").read_text())]:
+        said = " ".join(line for line in text.splitlines() if "Dr. GRPO" in line or "length" in line)
+        assert "Dr. GRPO" in said and "length normalisation" in said, name
+
+
+def test_crpo_pays_no_relation_reward_for_a_question_the_router_could_not_classify():
+    """An ``unknown`` question has no counterfactual branch: its rollouts earn correctness and format
+    only, and no crr / behave term is logged for it (not even a zero)."""
+    group = Group(answer="A", answer_changes=None, counterfactual_answer=None, orig_answers=["A", "B", None],
+                  orig_texts=["<answer>A</answer>", "<answer>B</answer>", "x"])
+    rewards = group_rewards("crpo", group, RewardWeights(crr_orig=5.0))
+    assert rewards.orig == [2.0, 1.0, 0.0] and rewards.aux == []
+    assert set(rewards.terms) == {"orig/correct", "orig/format"}

@@ -4,6 +4,7 @@ a policy that measurably learns, exact resumption after Ctrl-C, LoRA, and checks
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -51,13 +52,22 @@ def test_missing_video_fails_before_the_model_loads(synthetic_train_set: Path, t
     assert not (tmp_path / "out").exists()
 
 
-def test_output_folder_of_another_run_is_refused_without_resume(synthetic_train_set: Path, tmp_path: Path) -> None:
+def test_a_saved_run_needs_resume_and_an_unsaved_one_starts_over(synthetic_train_set: Path, tmp_path: Path) -> None:
+    from dybench.train.checkpoint import save_checkpoint
+
     out = tmp_path / "out"
     out.mkdir()
-    (out / "train_config.yaml").write_text("algo: crpo\n")
-    with pytest.raises(DyBenchError, match="--resume"):
+    (out / "train_config.yaml").write_text(config(synthetic_train_set, out).to_yaml())
+    Trainer(config(synthetic_train_set, out))  # nothing saved yet: restartable as it is
+    Trainer(config(synthetic_train_set, out), resume=True)  # ... and with --resume (from step 0)
+    with pytest.raises(DyBenchError, match="drop --resume to start over"):
+        Trainer(config(synthetic_train_set, out, lr=1e-3), resume=True)
+    save_checkpoint(out, 3, {}, keep=1)
+    with pytest.raises(DyBenchError, match="saved at step 3; pass --resume"):
         Trainer(config(synthetic_train_set, out))
-    with pytest.raises(DyBenchError, match="nothing to resume"):
+    with pytest.raises(DyBenchError, match="use the original options"):
+        Trainer(config(synthetic_train_set, out, lr=1e-3), resume=True)
+    with pytest.raises(DyBenchError, match="nothing to resume.*drop --resume"):
         Trainer(config(synthetic_train_set, tmp_path / "empty"), resume=True)
 
 
@@ -77,6 +87,10 @@ def test_cli_reports_a_bad_option_in_one_line(synthetic_train_set: Path, tmp_pat
 # --- real training (slow) ---------------------------------------------------------------------
 
 
+def assert_rate(value) -> None:
+    assert isinstance(value, float) and math.isfinite(value) and 0.0 <= value <= 1.0, value
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("algo", ["crpo", "grpo", "t-grpo"])
 def test_cli_trains_and_logs_every_reward_term(algo: str, synthetic_train_set: Path, tmp_path: Path, model_cache) -> None:
@@ -88,17 +102,42 @@ def test_cli_trains_and_logs_every_reward_term(algo: str, synthetic_train_set: P
     )
     assert result.exit_code == 0, result.output
     rows = read_metrics(out)
+    n_questions = len((synthetic_train_set / "manifest.jsonl").read_text().splitlines())
     assert [row["step"] for row in rows] == [1, 2, 3]
     for row in rows:
-        for name in ("loss", "kl", "entropy", "completion_length", "step_time_s", "acc/orig"):
-            assert isinstance(row[name], float), name
-        assert isinstance(row["reward/orig/correct"], float) and isinstance(row["reward/orig/format"], float)
-        assert any("crr" in key for key in row) and any("correct" in key for key in row)
-    if algo == "crpo":
-        assert all(isinstance(row[k], float) for row in rows for k in ("reward/orig/crr", "reward/cf/crr",
-                                                                      "reward/cf/behave", "answer_change_rate"))
-    if algo == "t-grpo":
-        assert all(isinstance(row["reward/orig/temporal"], float) for row in rows)
+        assert row["epoch"] == round(row["step"] * 2 / n_questions, 4)
+        assert math.isfinite(row["loss"]) and 0.0 <= row["kl"] < 1.0  # k3 KL >= 0; small after 3 steps at lr 1e-6
+        assert 0.0 <= row["entropy"] and math.isfinite(row["grad_norm"]) and row["grad_norm"] >= 0.0
+        assert row["lr"] == pytest.approx(1e-6) and 1.0 <= row["completion_length"] <= 6.0
+        assert 0.0 < row["rollout_time_s"] <= row["step_time_s"]
+        for name in ("acc/orig", "invalid_rate/orig", "reward/orig/correct", "reward/orig/format", "clip_fraction"):
+            assert_rate(row[name])
+        # The correctness term is the accuracy; a correct answer is a parsed one.
+        assert row["reward/orig/correct"] == pytest.approx(row["acc/orig"])
+        assert row["acc/orig"] <= 1.0 - row["invalid_rate/orig"] + 1e-9
+        extra = {"crpo": row["reward/orig/crr"], "grpo": 0.0, "t-grpo": row["reward/orig/temporal"]}[algo]
+        assert row["reward/orig/total"] == pytest.approx(row["reward/orig/correct"] + row["reward/orig/format"] + extra)
+        if algo == "crpo":
+            for name in ("reward/cf/behave", "reward/cf/format", "reward/cf/crr", "reward/cf/correct", "acc/cf",
+                         "answer_change_rate", "invalid_rate/cf"):
+                assert_rate(row[name])
+            # R_CRR^orig = [correct] x share that behaved <= [correct]; R_CRR^aug = [behaved] x acc <= [behaved]
+            assert row["reward/orig/crr"] <= row["reward/orig/correct"] + 1e-9
+            assert row["reward/cf/crr"] <= row["reward/cf/behave"] + 1e-9
+            assert row["reward/cf/total"] == pytest.approx(
+                row["reward/cf/format"] + row["reward/cf/behave"] + row["reward/cf/crr"])
+        else:
+            assert all(row[name] is None for name in ("reward/orig/crr", "reward/cf/behave", "reward/cf/total",
+                                                      "acc/cf", "answer_change_rate"))
+        if algo == "t-grpo":
+            assert_rate(row["acc/shuffled"])
+            assert 0.0 <= row["reward/orig/temporal"] <= 0.3 * row["acc/orig"] + 1e-9  # alpha x correct, or 0
+        else:
+            assert row["reward/orig/temporal"] is None and row["acc/shuffled"] is None
+    routes = json.loads((out / "routes.json").read_text())
+    assert routes["router"] == "rules" and sum(routes["by_kind"].values()) == n_questions == len(routes["routes"])
+    assert routes["by_source"] == {"task": n_questions}  # DyBench's own items: every route from the task table
+    assert "routes:" in result.output and "by the task table" in result.output
     assert (out / "model.safetensors").is_file() and (out / "processor_config.json").is_file()
     assert (out / "train_config.yaml").is_file() and (out / "checkpoints" / "step-000003" / "state.pt").is_file()
 
@@ -190,7 +229,7 @@ def test_sigint_saves_a_checkpoint_and_resume_finishes(small_train_set: Path, tm
         time.sleep(0.2)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 2 and "interrupted: checkpoint at step" in stderr
+    assert process.returncode == 130 and "interrupted: checkpoint at step" in stderr
     saved = sorted((out / "checkpoints").iterdir())
     assert len(saved) == 1
     step = int(saved[0].name.split("-")[1])
@@ -231,3 +270,93 @@ def test_two_processes_train_data_parallel_on_cpu(small_train_set: Path, tmp_pat
     assert rows[-1]["epoch"] == round(2 * 2 / n_questions, 4)  # 2 steps x 1 question x 2 processes
     assert (out / "checkpoints" / "step-000002" / "rng-rank1.pt").is_file() and (out / "model.safetensors").is_file()
     assert result.stdout.count("done: checkpoint") == 1
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_the_first_step_leaves_a_folder_that_starts_over(small_train_set: Path, tmp_path: Path, model_cache) -> None:
+    """Nothing is saved before the first update, but the folder must not be stuck: with or without
+    --resume the same command starts the run again from step 0."""
+
+    def ctrl_c_in_rewards(group) -> GroupRewards:
+        raise KeyboardInterrupt
+
+    out = tmp_path / "ck"
+    with pytest.raises(TrainingInterrupted, match="start over"):
+        Trainer(config(small_train_set, out, algo="grpo", max_steps=1), reward_fn=ctrl_c_in_rewards).train()
+    Trainer(config(small_train_set, out, algo="grpo", max_steps=1), resume=True).train()
+    assert [row["step"] for row in read_metrics(out)] == [1]
+    again = tmp_path / "again"
+    with pytest.raises(TrainingInterrupted):
+        Trainer(config(small_train_set, again, algo="grpo", max_steps=1), reward_fn=ctrl_c_in_rewards).train()
+    Trainer(config(small_train_set, again, algo="grpo", max_steps=1)).train()  # without --resume
+    assert [row["step"] for row in read_metrics(again)] == [1]
+
+
+def test_a_swap_boundary_lost_by_frame_sampling_fails_before_the_model_loads(small_train_set: Path, tmp_path: Path,
+                                                                             model_cache) -> None:
+    """A first event shorter than half a sampling bin leaves no sampled frame before the boundary:
+    the swapped clip cannot be made, which must be said before training, not at that item's step."""
+    import shutil
+
+    from dybench.data import load_data
+    from dybench.train.trainer import prepare_questions
+
+    data = tmp_path / "data"
+    shutil.copytree(small_train_set, data)
+    settings = config(data, tmp_path / "out", num_frames=2)  # frames 2 and 6 of the 8
+    swapped = {q.id for q in prepare_questions(settings, load_data(str(data))) if q.route.transform == "swap_segments"}
+    assert swapped
+    rows = [json.loads(line) for line in (data / "manifest.jsonl").read_text().splitlines()]
+    for row in rows:
+        if row["id"] in swapped:
+            row["meta"]["segment_boundary"] = 1  # no sampled frame before it
+    (data / "manifest.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(DyBenchError, match=r"segment_boundary 1 .*no sampled frame before it"):
+        Trainer(settings)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_crpo_trains_a_question_of_unknown_kind_without_a_counterfactual_branch(small_train_set: Path, tmp_path: Path,
+                                                                                model_cache) -> None:
+    """User questions: one the rules route as temporal, one they cannot tell. Only the first gets a
+    counterfactual clip and the relation reward; both are trained on their original clip."""
+    data = tmp_path / "data"
+    (data / "videos").mkdir(parents=True)
+    source = [json.loads(line) for line in (small_train_set / "manifest.jsonl").read_text().splitlines()][:2]
+    rows = []
+    for index, (row, question) in enumerate(zip(source, ["Which event happens first?", "What does the woman pick up?"])):
+        (data / row["video"]).write_bytes((small_train_set / row["video"]).read_bytes())
+        rows.append(dict(id=f"user{index}", pair_id=f"user-pair{index}", task="user", category="user",
+                         video=row["video"], question=question, options=["the cup", "the book"], answer="A"))
+    (data / "manifest.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    trainer = Trainer(config(data, tmp_path / "ck", algo="crpo", max_steps=1))
+    assert trainer.routes["by_kind"] == {"temporal": 1, "unknown": 1}
+    orig, aux = trainer.branches(trainer.questions, 0)
+    kinds = [q.route.kind for q in trainer.questions]
+    temporal, unknown = kinds.index("temporal"), kinds.index("unknown")
+    assert aux[unknown] is None
+    assert aux[temporal] is not None and (aux[temporal].clip.frames == orig[temporal].clip.frames[::-1]).all()
+    trainer.train()
+    (row,) = read_metrics(tmp_path / "ck")
+    assert 0.0 <= row["answer_change_rate/dynamic"] <= 1.0 and row["answer_change_rate/static"] is None
+    assert json.loads((tmp_path / "ck" / "routes.json").read_text())["routes"]["user1"]["kind"] == "unknown"
+
+
+@pytest.mark.slow
+def test_a_step_whose_callbacks_were_interrupted_runs_them_again_on_resume(small_train_set: Path, tmp_path: Path,
+                                                                          model_cache) -> None:
+    """An interrupt inside a step callback (the lab evaluates the policy there) saves the step, and
+    --resume runs that step's callbacks before training on, so no evaluation point is lost."""
+    out = tmp_path / "ck"
+    calls: list[tuple[int, int]] = []
+
+    def interrupted_at_step_1(step, row, trainer):
+        if step == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted, match="step 1 saved"):
+        Trainer(config(small_train_set, out, algo="grpo", max_steps=2), callbacks=[interrupted_at_step_1]).train()
+    Trainer(config(small_train_set, out, algo="grpo", max_steps=2), resume=True,
+            callbacks=[lambda step, row, trainer: calls.append((step, row["step"]))]).train()
+    assert calls == [(1, 1), (2, 2)]

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from dybench.cli.common import console, err_console
+from dybench.cli.common import console, err_console, fail
+from dybench.signals import interrupt_exit_code
 
 lab_app = typer.Typer(
     help="Experiments that test the paper's claims at CPU scale with dybench's own tools.",
@@ -35,13 +36,17 @@ def shortcut_command(
     then trains grpo, t-grpo and crpo from it with equal steps and rollouts per question
     (`train-crpo`), and evaluates every policy on the test split (`eval --backend hf`): Acc, P-Acc,
     shortcut rate, single-frame probe. Writes OUT/results.csv, OUT/curves.png and OUT/summary.md.
-    The default run takes about half an hour on two CPU cores.
+    The default run takes about half an hour on two CPU cores. Interrupted (Ctrl-C, SIGTERM), the
+    same command continues it.
 
     Example: `dybench lab shortcut --out runs/shortcut --seeds 3`.
     """
-    from dybench.lab.shortcut import load_settings, run_shortcut_lab
+    from dybench.lab.shortcut import LabInterrupted, load_settings, run_shortcut_lab
 
     settings = load_settings(config, quick=quick, seeds=seeds, warm_steps=warm_steps, rl_steps=rl_steps, rl_lr=rl_lr)
-    run_shortcut_lab(out, settings, progress=progress, console=err_console)
+    try:
+        run_shortcut_lab(out, settings, progress=progress, console=err_console)
+    except LabInterrupted as exc:  # Ctrl-C or SIGTERM: exit 130 / 143
+        fail(str(exc), code=interrupt_exit_code())
     if not progress:  # with progress on, the last stage line already says where the report is
         console.print(f"[green]done[/]: {out / 'summary.md'}")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from dybench.signals import interrupt_exit_code
 from dybench.cli.common import console, fail
@@ -53,7 +54,8 @@ def train_command(
     """Fine-tune a video LLM on counterfactual pairs with CRPO, or the GRPO / T-GRPO baselines, or SFT.
 
     Every setting is checked (config, data, model, output folder) before a model is loaded. Ctrl-C
-    saves a checkpoint; rerun the same command with --resume to continue exactly where it stopped.
+    or SIGTERM saves a checkpoint once an update has finished; rerun the same command with --resume
+    to continue exactly where it stopped (before the first update, the same command starts over).
     Evaluate the result with `dybench eval --model OUT --backend hf`.
 
     Example: `dybench train-crpo --model tiny-random-qwen3-vl --data data/train --out runs/crpo --max-steps 3`.
@@ -61,7 +63,8 @@ def train_command(
     """
     from dybench.train.config import LoraSettings, load_config
     from dybench.train.display import live_display
-    from dybench.train.trainer import Trainer
+    from dybench.train.router import describe_routes
+    from dybench.train.trainer import ROUTES_FILE, Trainer, TrainingInterrupted
 
     settings = load_config(
         config,
@@ -91,10 +94,12 @@ def train_command(
             f"{settings.max_steps} updates of {settings.batch_size * settings.grad_accum} questions x "
             f"{settings.rollouts_per_question if settings.algo != 'sft' else 1} rollouts (per process)"
         )
+        console.print(escape(describe_routes(trainer.routes)) + f" -> {escape(str(settings.out / ROUTES_FILE))}",
+                      highlight=False)
     try:
         result = trainer.train()
-    except KeyboardInterrupt:  # during model loading, before the loop's own handler is installed
-        fail("interrupted before the first update: nothing to save", code=interrupt_exit_code())
+    except TrainingInterrupted as exc:  # Ctrl-C or SIGTERM: exit 130 / 143, the message says what next
+        fail(str(exc), code=interrupt_exit_code())
     if main_process:
         console.print(f"[green]done[/]: checkpoint in {result} (metrics.jsonl alongside); "
                       f"evaluate with `dybench eval --model {result} --backend hf --data ... --out ...`")

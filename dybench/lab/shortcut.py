@@ -16,8 +16,8 @@ The paper's mechanism, at CPU scale, with the project's own builder, trainer, ev
    probe (P-Acc when the clip shows one moment, i.e. no motion at all).
 
 Every stage leaves its result on disk and is skipped when a rerun finds it (training runs resume
-from their last checkpoint, evals from their last stored batch), so an interrupted experiment
-continues where it stopped. `dybench.lab.report` turns the folder into results.csv, curves.png and summary.md.
+from their last checkpoint, evals from their last stored batch), so an experiment interrupted at
+any point (Ctrl-C, SIGTERM) continues where it stopped when the same command is run again. `dybench.lab.report` turns the folder into results.csv, curves.png and summary.md.
 """
 
 from __future__ import annotations
@@ -42,8 +42,13 @@ SETTINGS = "lab.json"
 DONE = "lab-done"
 """Marker written into a training run's folder once it has finished and been exported."""
 CURVE = "curve.jsonl"
+INTERRUPTED = "interrupted: finished stages and the last checkpoint are saved; rerun the same command to continue"
 WALL_TIME = "wall_time.txt"
 """Seconds taken by each invocation, one per line (the budget is judged on their sum)."""
+
+
+class LabInterrupted(DyBenchError):
+    """Ctrl-C or SIGTERM during the experiment (the command exits 130 / 143)."""
 
 
 class ShortcutSettings(BaseModel):
@@ -172,8 +177,7 @@ def train_stage(config: Any, callbacks: list[StepCallback], progress: bool) -> P
     try:
         Trainer(config, resume=resume, callbacks=callbacks, display=live_display if progress else None).train()
     except TrainingInterrupted:
-        raise DyBenchError("interrupted: finished stages and the last checkpoint are saved; "
-                           "rerun the same command to continue") from None
+        raise LabInterrupted(INTERRUPTED) from None
     (out / DONE).write_text("")
     return out
 
@@ -235,6 +239,8 @@ def eval_callback(run: Path, test: Path, settings: ShortcutSettings) -> StepCall
     """Every `eval_every` updates (not the last, evaluated as the final policy): export the policy,
     evaluate it on the test split and append the point to the run's curve."""
 
+    from dybench.evaluate import EvalInterrupted
+
     def callback(step: int, row: dict[str, Any], trainer: Any) -> None:
         if step % settings.eval_every or step >= settings.rl_steps:
             return
@@ -242,7 +248,11 @@ def eval_callback(run: Path, test: Path, settings: ShortcutSettings) -> StepCall
             return
         folder = run / "evals" / f"step-{step:05d}"
         trainer.export(folder / "model")
-        scores = evaluate(folder / "model", test, folder / "eval", settings.cue)
+        try:
+            scores = evaluate(folder / "model", test, folder / "eval", settings.cue)
+        except EvalInterrupted:
+            # An interrupt of the training run: it saves this step and runs this callback again on resume.
+            raise KeyboardInterrupt from None
         append_point(run / CURVE, curve_point(step, scores))
         shutil.rmtree(folder / "model")  # the scores are what matter; the weights can be remade
 
@@ -283,9 +293,13 @@ def run_shortcut_lab(out: Path, settings: ShortcutSettings, progress: bool = Tru
     out = Path(out)
     prepare_folder(out, settings)
     say = console.print if progress else (lambda *args, **kwargs: None)
+    from dybench.evaluate import EvalInterrupted
+
     started = time.perf_counter()
     try:
         results, warm_point = run_stages(out, settings, progress, say)
+    except (KeyboardInterrupt, EvalInterrupted):
+        raise LabInterrupted(INTERRUPTED) from None
     finally:  # an interrupted invocation's time counts too
         record_wall_time(out, time.perf_counter() - started)
     total, invocations = wall_time(out)
@@ -347,4 +361,4 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
-__all__ = ["ShortcutSettings", "load_settings", "RunResult", "CurvePoint", "run_shortcut_lab", "read_curve", "run_name"]
+__all__ = ["LabInterrupted", "ShortcutSettings", "load_settings", "RunResult", "CurvePoint", "run_shortcut_lab", "read_curve", "run_name"]

@@ -2,7 +2,9 @@
 
 ``per_branch`` (default) normalises the original and the counterfactual rollouts of a question
 separately (each branch is its own GRPO group); ``joint`` pools both branches of the question into
-one group of 2G. With ``scale=False`` the advantage is only centred (Dr. GRPO's variant).
+one group of 2G. With ``scale=False`` the advantage is only centred: Dr. GRPO's advantage, but not
+its loss, since `dybench.train.loss` keeps the per-completion length normalisation (each completion's
+token losses averaged over its own length) that Dr. GRPO also removes.
 """
 
 from __future__ import annotations

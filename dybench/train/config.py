@@ -60,6 +60,27 @@ class LoraSettings(_Strict):
     )
 
 
+class RouterSettings(_Strict):
+    """How questions outside DyBench's task table are routed (dybench.train.router)."""
+
+    kind: Literal["rules", "llm"] = Field(
+        "rules", description="rules: conservative rules on the text; llm: ask `model` through an eval backend "
+        "(answers cached in OUT/router/)"
+    )
+    model: str | None = Field(None, description="llm: the router model (alias, checkpoint folder, baseline:...)")
+    backend: str | None = Field(None, description="llm: eval backend (vllm, openai, hf, baseline; default: the model's)")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="llm: backend options, e.g. {base_url: ..., api_key_env: ...}"
+    )
+    batch_size: int = Field(16, ge=1, description="llm: questions per backend call")
+
+    @model_validator(mode="after")
+    def _model_for_llm(self) -> RouterSettings:
+        if self.kind == "llm" and not self.model:
+            raise ValueError("the llm router needs a model (router.model)")
+        return self
+
+
 class TrainConfig(_Strict):
     """Everything a training run depends on."""
 
@@ -83,7 +104,10 @@ class TrainConfig(_Strict):
     beta: float = Field(0.04, ge=0, description="KL penalty to the frozen initial policy; 0 loads no reference")
     clip_eps: float = Field(0.2, gt=0, description="PPO-style ratio clipping")
     advantage: AdvantageMode = "per_branch"
-    scale_advantages: bool = Field(True, description="divide by the group's std (False: Dr. GRPO style)")
+    scale_advantages: bool = Field(
+        True, description="divide by the group's std (False: centred only, Dr. GRPO's advantage; the loss "
+        "keeps its per-completion length normalisation, which Dr. GRPO also drops)"
+    )
     rewards: RewardWeights = Field(default_factory=RewardWeights)
     tgrpo: TGRPOSettings = Field(default_factory=TGRPOSettings)
 
@@ -98,6 +122,9 @@ class TrainConfig(_Strict):
     static_transforms: list[TransformName] = Field(
         default_factory=lambda: ["hflip", "reverse"],
         description="transforms for static questions (one per question, fixed by its id)",
+    )
+    router: RouterSettings = Field(
+        default_factory=RouterSettings, description="routing of questions outside the task table: rules or an LLM"
     )
 
     # Rollouts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -106,20 +107,48 @@ def load_trainable_state(model: Any, state: dict[str, torch.Tensor]) -> None:
         raise DyBenchError(f"checkpoint does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
+def merged_lora_state(model: Any, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The base model's state dict with the adapters merged in (W + B @ A * alpha / r, as peft's
+    merge computes it), taken from `state`, the PeftModel's full state dict, not from the modules:
+    under FSDP / ZeRO-3 a process's modules hold only shards, the gathered state dict the weights."""
+    adapter = model.active_adapter
+    config = model.peft_config[adapter]
+    if getattr(config, "use_dora", False):
+        raise DyBenchError("exporting DoRA adapters is not supported; train plain LoRA adapters")
+    if getattr(config, "rank_pattern", None) or getattr(config, "alpha_pattern", None):
+        raise DyBenchError("exporting LoRA adapters with per-module ranks or alphas is not supported")
+    scaling = config.lora_alpha / (math.sqrt(config.r) if getattr(config, "use_rslora", False) else config.r)
+    prefix = "base_model.model."
+    merged: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        name = key.removeprefix(prefix)
+        if ".lora_" in name:
+            continue
+        if ".base_layer." in name:
+            module, parameter = name.rsplit(".base_layer.", 1)
+            if parameter == "weight":
+                lora_a = state[f"{prefix}{module}.lora_A.{adapter}.weight"]
+                lora_b = state[f"{prefix}{module}.lora_B.{adapter}.weight"]
+                value = value + (lora_b.to(value.dtype) @ lora_a.to(value.dtype)) * scaling
+            name = f"{module}.{parameter}"
+        merged[name] = value
+    return merged
+
+
 def export_hf(model: Any, processor: Any, out: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
     """A plain transformers checkpoint (LoRA merged) + processor, loadable by `dybench eval --backend hf`.
 
     Written into a temporary folder first and then moved file by file, so an interrupted export
     never leaves a half-written weights file under `out`. `state_dict` is the gathered one under
-    FSDP / ZeRO-3.
+    FSDP / ZeRO-3; the weights written come from it (LoRA included), never from the local shards.
     """
     out.mkdir(parents=True, exist_ok=True)
     staging = out / ".export.partial"
     if staging.exists():
         shutil.rmtree(staging)
     if is_lora(model):
-        merged = copy.deepcopy(model).merge_and_unload()
-        merged.save_pretrained(staging)
+        state = state_dict if state_dict is not None else model.state_dict()
+        model.get_base_model().save_pretrained(staging, state_dict=merged_lora_state(model, state))
     else:
         model.save_pretrained(staging, state_dict=state_dict)
     processor.save_pretrained(staging)

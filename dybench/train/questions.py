@@ -5,7 +5,8 @@ counterfactual branch can say "the answer changed" even where the changed answer
 options. The counterfactual label comes from the task table (``dybench.tasks.transformed_answer``)
 where the item has option keys and the transformed answer is shown; otherwise it is the null
 option for a question whose answer should change, and the original answer for one whose answer
-should stay.
+should stay. A question the router could not classify (``unknown``) has no counterfactual branch
+and no counterfactual label.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class TrainQuestion:
     route: Route
     options: list[str]
     answer: str
-    counterfactual_answer: str
+    counterfactual_answer: str | None
     null_letter: str | None
 
     @property
@@ -51,13 +52,15 @@ def with_null_option(options: list[str], text: str) -> tuple[list[str], str]:
     return [*options, text], letter(len(options))
 
 
-def counterfactual_answer(item: Item, route: Route, null_letter: str | None) -> str:
-    """The correct letter on the counterfactual clip (see the module docstring)."""
+def counterfactual_answer(item: Item, route: Route, null_letter: str | None) -> str | None:
+    """The correct letter on the counterfactual clip (see the module docstring); None without one."""
+    if not route.has_counterfactual:
+        return None
     if not route.answer_changes:
         return item.answer
     if item.variant is not None and item.option_keys is not None:
         try:
-            return transformed_answer(item, route.transform)
+            return transformed_answer(item, route.transform)  # type: ignore[arg-type]
         except DyBenchError:
             pass  # the transformed answer is not among the shown options: "none of the above"
     if null_letter is None:

@@ -12,7 +12,8 @@ behaved as expected":
     R_CRR^aug(ỹ_j)  = b(ỹ_j) * mean_i [y_i == gt]        (counterfactual branch)
 
 An unparsable answer (None) is wrong and never "behaves": a garbled counterfactual rollout must not
-be paid for differing from the label.
+be paid for differing from the label. A question the router could not classify (answer_changes
+None) has no counterfactual branch: under crpo it earns correctness and format only.
 
 T-GRPO (Video-R1): with p = accuracy of the ordered rollouts and p~ = accuracy of rollouts on
 shuffled frames, every correct ordered rollout gets +alpha when p >= mu * p~.
@@ -46,8 +47,8 @@ class Group:
     """One question's rollouts. `aux_*` is the counterfactual branch (crpo) or shuffled frames (t-grpo)."""
 
     answer: str
-    answer_changes: bool
-    counterfactual_answer: str
+    answer_changes: bool | None  # None: unknown kind, no counterfactual branch
+    counterfactual_answer: str | None
     orig_answers: Sequence[Answer]
     orig_texts: Sequence[str]
     aux_answers: Sequence[Answer] = ()
@@ -131,14 +132,14 @@ def group_rewards(
     }
     orig = [weights.correct * c + weights.format * f for c, f in zip(terms["orig/correct"], terms["orig/format"])]
     aux: list[float] = []
-    if algo == "crpo":
+    if algo == "crpo" and group.answer_changes is not None:
         change = group.answer_changes
         terms["orig/crr"] = crr_orig(group.orig_answers, group.aux_answers, label, change)
         terms["cf/format"] = format_ok(group.aux_texts, answer_format)
         terms["cf/behave"] = behave(group.aux_answers, label, change)
         terms["cf/crr"] = crr_aug(group.orig_answers, group.aux_answers, label, change)
         # Logged only (no weight): is the counterfactual rollout right about the new label?
-        terms["cf/correct"] = correctness(group.aux_answers, group.counterfactual_answer)
+        terms["cf/correct"] = correctness(group.aux_answers, group.counterfactual_answer or "")
         orig = [o + weights.crr_orig * r for o, r in zip(orig, terms["orig/crr"])]
         aux = [
             weights.format * f + weights.behave * b + weights.crr_aug * r
@@ -149,6 +150,6 @@ def group_rewards(
         terms["orig/temporal"] = temporal_bonus(group.orig_answers, group.aux_answers, label, settings.alpha, settings.mu)
         terms["shuffled/correct"] = correctness(group.aux_answers, label)
         orig = [o + weights.temporal * t for o, t in zip(orig, terms["orig/temporal"])]
-    elif algo != "grpo":
+    elif algo not in ("grpo", "crpo"):
         raise ValueError(f"no rewards for algorithm {algo!r}")
     return GroupRewards(orig=orig, aux=aux, terms=terms)

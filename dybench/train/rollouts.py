@@ -191,8 +191,21 @@ def completion_logprobs(
 
 
 @contextlib.contextmanager
+def sampling_mode(model: Any) -> Iterator[None]:
+    """`model` in eval mode (dropout off, LoRA's included) for the duration, then back in training
+    mode: rollouts come from the policy itself, not from a randomly thinned copy of it."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        if was_training:
+            model.train()
+
+
+@contextlib.contextmanager
 def generation_model(accelerator: Any, model: Any) -> Iterator[Any]:
-    """The plain model to call `generate` on, with sharded parameters gathered where needed.
+    """The plain model to call `generate` on, in eval mode, with sharded parameters gathered where needed.
 
     DDP: the wrapped module. DeepSpeed ZeRO-3: parameters gathered for the duration (as TRL does).
     FSDP: full parameters summoned (FSDP1); FSDP2 modules gather their shards in their own hooks.
@@ -201,18 +214,16 @@ def generation_model(accelerator: Any, model: Any) -> Iterator[Any]:
 
     unwrapped = accelerator.unwrap_model(model)
     kind = accelerator.distributed_type
-    if kind == DistributedType.DEEPSPEED:
-        import deepspeed
+    with sampling_mode(unwrapped):
+        if kind == DistributedType.DEEPSPEED and accelerator.state.deepspeed_plugin.zero_stage == 3:
+            import deepspeed
 
-        stage = accelerator.state.deepspeed_plugin.zero_stage
-        if stage == 3:
             with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
                 yield unwrapped
-            return
-    if kind == DistributedType.FSDP and getattr(accelerator.state.fsdp_plugin, "fsdp_version", 1) == 1:
-        from torch.distributed.fsdp import FullyShardedDataParallel
+        elif kind == DistributedType.FSDP and getattr(accelerator.state.fsdp_plugin, "fsdp_version", 1) == 1:
+            from torch.distributed.fsdp import FullyShardedDataParallel
 
-        with FullyShardedDataParallel.summon_full_params(model, writeback=False, recurse=True):
+            with FullyShardedDataParallel.summon_full_params(model, writeback=False, recurse=True):
+                yield unwrapped
+        else:
             yield unwrapped
-        return
-    yield unwrapped

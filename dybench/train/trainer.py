@@ -15,8 +15,10 @@ Everything but the reward function and which rollouts are trained is shared acro
 so comparisons are fair. GRPO trains the original branch, CRPO both branches, T-GRPO the ordered
 rollouts only (its shuffled rollouts only measure how much order matters, as in Video-R1).
 
-The order of work protects the user: config, output folder, data (every row routed, every video
-present), model name and optional packages are all checked before a model is loaded.
+The order of work protects the user: config, output folder, data (every video present), model name,
+optional packages, routes and swap boundaries are all checked before the policy is loaded (an LLM
+router, if configured, answers in between; its answers are cached). An interrupt (Ctrl-C, SIGTERM)
+at any later point leaves a folder that the same command resumes or starts over.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import random
 import signal
 import time
@@ -34,18 +37,17 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
-import yaml
 
-from dybench.atomic import write_text_atomic
+from dybench.atomic import write_json_atomic, write_text_atomic
 from dybench.data import Dataset, load_data
 from dybench.errors import DyBenchError
+from dybench.signals import note_signal
 from dybench.prompts import extract_choice, render_prompt
 from dybench.train.advantages import group_advantages
 from dybench.train.checkpoint import (
     checkpoint_dir,
     finish_checkpoint,
     latest_checkpoint,
-    list_checkpoints,
     load_checkpoint,
     rng_state,
     set_rng_state,
@@ -55,7 +57,7 @@ from dybench.train.checkpoint import (
 from dybench.train.config import TrainConfig
 from dybench.train.inputs import encode_prompts
 from dybench.train.loss import masked_mean, policy_loss, sft_loss
-from dybench.train.metrics import MetricsLog, StepStats, metrics_row
+from dybench.train.metrics import MetricsLog, StepStats, metrics_row, read_metrics
 from dybench.train.policy import (
     Policy,
     export_hf,
@@ -75,20 +77,34 @@ from dybench.train.rollouts import (
     end_token_ids,
     generation_model,
 )
-from dybench.train.router import SEGMENT_BOUNDARY_KEY, TaskTableRouter
-from dybench.video import SampledClip, apply_transform, probe
+from dybench.train.llm_router import build_router
+from dybench.train.router import SEGMENT_BOUNDARY_KEY, Router, TaskTableRouter, route_report
+from dybench.store import VideoSettings
+from dybench.video import SampledClip, apply_transform, fps_indices, probe, uniform_indices
+from dybench.yaml_files import read_yaml_mapping
 
 CONFIG_FILE = "train_config.yaml"
+ROUTES_FILE = "routes.json"
+"""How every question was routed: counts per kind and source, and each question's route."""
+ROUTER_DIR = "router"
 CLIP_CACHE_BYTES = 2 << 30
 """Decoded clips kept in memory across steps (least recently used dropped first)."""
 StepCallback = Callable[[int, dict[str, Any], "Trainer"], None]
+
+PAUSE_ENV = "DYBENCH_TEST_TRAIN_PAUSE"
+"""Test hook: `PHASE:SECONDS` (PHASE load, rollout or update) makes the trainer write OUT/.paused-PHASE
+and sleep there once, so a test can send a signal at a known point of a run."""
 
 # Options that may differ between an interrupted run and its resumption.
 RESUMABLE_CHANGES = {"max_steps", "save_every", "keep_checkpoints", "display"}
 
 
+INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+"""Ctrl-C, and what `timeout`, Slurm and Kubernetes send: both stop the run the same way."""
+
+
 class TrainingInterrupted(DyBenchError):
-    """Ctrl-C: the message says which step was saved and how to resume."""
+    """Ctrl-C or SIGTERM: the message says which step was saved and how to continue or start over."""
 
 
 @dataclass
@@ -101,9 +117,9 @@ class BranchPrompt:
 # --- checks before any compute ----------------------------------------------------------------
 
 
-def prepare_questions(config: TrainConfig, dataset: Dataset) -> list[TrainQuestion]:
+def prepare_questions(config: TrainConfig, dataset: Dataset, router: Router | None = None) -> list[TrainQuestion]:
     """Route every item and label both branches; stop at the first item that cannot be trained on."""
-    router = TaskTableRouter(static_transforms=tuple(config.static_transforms))
+    router = router or TaskTableRouter(static_transforms=tuple(config.static_transforms))
     null_text = config.null_option_text if config.null_option else None
     questions = []
     for item in dataset.items:
@@ -122,36 +138,84 @@ def prepare_questions(config: TrainConfig, dataset: Dataset) -> list[TrainQuesti
     return questions
 
 
-def check_videos(dataset: Dataset, questions: Sequence[TrainQuestion]) -> None:
-    """Every video opens and has frames (probed, not decoded; each file once)."""
+def check_videos(dataset: Dataset) -> None:
+    """Every video is inside the dataset, opens and has frames (probed, not decoded; each file once)."""
     seen: set[Path] = set()
-    for question in questions:
-        path = question.video_path
+    for item in dataset.items:
+        try:
+            path = dataset.video_path(item)
+        except DyBenchError as exc:
+            raise DyBenchError(f"{dataset.root}: item {item.id}: {exc}") from None
         if path in seen:
             continue
         seen.add(path)
         if not path.is_file():
-            raise DyBenchError(f"{dataset.root}: item {question.id}: video {question.item.video} not found")
+            raise DyBenchError(f"{dataset.root}: item {item.id}: video {item.video} not found")
         info = probe(path)
         if info.n_frames <= 0:
-            raise DyBenchError(f"{dataset.root}: item {question.id}: video {question.item.video} has no frames")
+            raise DyBenchError(f"{dataset.root}: item {item.id}: video {item.video} has no frames")
+
+
+def swap_boundary(indices: Sequence[int], source_boundary: int) -> int:
+    """The segment boundary on a sampled clip: how many sampled frames lie before the source frame
+    where the second event starts."""
+    return sum(1 for index in indices if index < source_boundary)
+
+
+def sampled_indices(n_frames: int, fps: float, settings: VideoSettings) -> list[int]:
+    """The frames `dybench.video.sample_frames` picks from a clip of `n_frames` with `settings`."""
+    if settings.num_frames is not None:
+        return uniform_indices(n_frames, settings.num_frames)
+    if settings.fps is not None:
+        return fps_indices(n_frames, fps if fps > 0 else 1.0, settings.fps, settings.max_frames)
+    return list(range(n_frames))
+
+
+def check_swap_boundaries(dataset: Dataset, questions: Sequence[TrainQuestion], settings: VideoSettings) -> None:
+    """Every swap_segments counterfactual can be made from the sampled frames: a first (or second)
+    event shorter than half a sampling bin has no sampled frame, and the swap would fail mid-run."""
+    from dybench.evaluate import frame_range
+
+    for question in questions:
+        if question.route.transform != "swap_segments":
+            continue
+        info = probe(question.video_path)
+        n_frames = info.n_frames
+        window = frame_range(question.item)
+        if window is not None:
+            n_frames = min(window[1], n_frames) - window[0]
+        indices = sampled_indices(n_frames, info.fps, settings)
+        source_boundary = int(question.item.meta[SEGMENT_BOUNDARY_KEY])
+        cut = swap_boundary(indices, source_boundary)
+        if not 0 < cut < len(indices):
+            side = "before" if cut == 0 else "after"
+            raise DyBenchError(
+                f"{dataset.root}: item {question.id}: meta.{SEGMENT_BOUNDARY_KEY} {source_boundary} leaves no sampled "
+                f"frame {side} it ({len(indices)} of {n_frames} frames sampled), so its segments cannot be swapped; "
+                "sample more frames (num_frames) or drop the item"
+            )
 
 
 def check_output(config: TrainConfig, resume: bool) -> None:
+    """A training folder is either resumable (it holds a checkpoint: --resume continues it) or
+    restartable (nothing was saved yet: the same command starts it again, with or without --resume)."""
     out = config.out
     saved = out / CONFIG_FILE
-    if resume:
-        if not saved.is_file() or latest_checkpoint(out) is None:
-            raise DyBenchError(f"{out}: nothing to resume (no {CONFIG_FILE} or no checkpoint); drop --resume")
-        previous = yaml.safe_load(saved.read_text())
-        current = json.loads(config.model_dump_json())
-        changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and previous.get(k) != current[k])
-        if changed:
-            raise DyBenchError(
-                f"{saved}: --resume with different settings ({', '.join(changed)}); use the original options"
-            )
-    elif saved.exists() or list_checkpoints(out):
-        raise DyBenchError(f"{out}: already holds a training run; pass --resume to continue it, or choose a new --out")
+    found = latest_checkpoint(out)
+    if found is not None and not resume:
+        raise DyBenchError(
+            f"{out}: holds a training run saved at step {found[0]}; pass --resume to continue it, or choose a new --out"
+        )
+    if not resume:
+        return  # empty, or interrupted before its first checkpoint: starts over
+    if not saved.is_file():
+        raise DyBenchError(f"{out}: nothing to resume (no {CONFIG_FILE}); drop --resume to start a run there")
+    previous = read_yaml_mapping(saved, "training config", "expected the config a run wrote")
+    current = json.loads(config.model_dump_json())
+    changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and previous.get(k) != current[k])
+    if changed:
+        hint = "drop --resume to start over with the new ones" if found is None else "use the original options"
+        raise DyBenchError(f"{saved}: --resume with different settings ({', '.join(changed)}); {hint}")
 
 
 # --- the trainer ------------------------------------------------------------------------------
@@ -179,8 +243,7 @@ class Trainer:
         # Checks, in order, before anything is loaded or computed.
         check_output(config, resume)
         self.dataset = load_data(config.data)
-        self.questions = prepare_questions(config, self.dataset)
-        check_videos(self.dataset, self.questions)
+        check_videos(self.dataset)
         self.spec, self.weights = resolve_weights(config.model)
         if config.lora is not None:
             try:
@@ -192,10 +255,18 @@ class Trainer:
         from dybench.evaluate import video_settings
 
         self.video = video_settings(self.spec, config.num_frames, None, None, None, None)
+        # Routing last: an LLM router is a model run (its answers are cached in OUT/router/).
+        router = build_router(config.router, config.static_transforms, self.dataset, config.out / ROUTER_DIR)
+        self.questions = prepare_questions(config, self.dataset, router)
+        self.routes = route_report({q.id: q.route for q in self.questions}, config.router.kind, config.router.model)
+        if config.algo == "crpo":
+            check_swap_boundaries(self.dataset, self.questions, self.video)
         self._clips: OrderedDict[str, SampledClip] = OrderedDict()
         self.step = 0
         self._critical = False
         self._interrupt_pending = False
+        self._paused: set[str] = set()
+        self._pending_row: dict[str, Any] | None = None
 
     # -- setup --
 
@@ -209,7 +280,16 @@ class Trainer:
         )
         self.accelerator = Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=not torch.cuda.is_available())
         set_seed(config.seed, device_specific=True)
+        self.log = MetricsLog(config.out)
+        # Written before the model loads, so an interrupt at any later point leaves a folder that the
+        # same command can resume (a checkpoint exists) or start over (none does).
+        checkpoint = latest_checkpoint(config.out) if self.resume else None
+        if checkpoint is None:
+            self._start_fresh()
+        if self.accelerator.is_main_process:
+            write_json_atomic(config.out / ROUTES_FILE, self.routes)
         needs_reference = config.algo != "sft" and config.beta > 0
+        self._test_pause("load")
         self.policy: Policy = load_policy(config.model, config.beta, config.lora, needs_reference)
         self.tokenizer = self.policy.processor.tokenizer
         params = [p for p in self.policy.model.parameters() if p.requires_grad]
@@ -221,12 +301,20 @@ class Trainer:
         if self.policy.reference is not None:
             self.policy.reference.to(self.accelerator.device)
         self.engine = self._engine or self._rollout_engine()
-        self.log = MetricsLog(config.out)
-        config.out.mkdir(parents=True, exist_ok=True)
-        if self.resume:
-            self._restore()
-        else:
-            self._write_config()
+        if checkpoint is not None:
+            self._restore(*checkpoint)
+
+    def _test_pause(self, phase: str) -> None:
+        value = os.environ.get(PAUSE_ENV)
+        if not value or phase in self._paused:
+            return
+        name, _, seconds = value.partition(":")
+        if name != phase:
+            return
+        self._paused.add(phase)
+        self.config.out.mkdir(parents=True, exist_ok=True)
+        (self.config.out / f".paused-{phase}").write_text("")
+        time.sleep(float(seconds or 60))
 
     def _rollout_engine(self) -> RolloutEngine:
         c = self.config
@@ -241,14 +329,15 @@ class Trainer:
             top_p=c.top_p, max_model_len=c.vllm_max_model_len, memory_fraction=c.vllm_memory_fraction, seed=c.seed,
         )
 
-    def _write_config(self) -> None:
+    def _start_fresh(self) -> None:
+        """Step 0: the config written, rows of an earlier attempt that saved nothing dropped."""
         if self.accelerator.is_main_process:
+            self.config.out.mkdir(parents=True, exist_ok=True)
             write_text_atomic(self.config.out / CONFIG_FILE, self.config.to_yaml())
+            self.log.truncate_after(0)
+        self.accelerator.wait_for_everyone()
 
-    def _restore(self) -> None:
-        found = latest_checkpoint(self.config.out)
-        assert found is not None  # checked in check_output
-        step, path = found
+    def _restore(self, step: int, path: Path) -> None:
         state = load_checkpoint(path)
         if self.sharded:
             self.accelerator.load_state(str(path / "accelerate"))
@@ -262,6 +351,9 @@ class Trainer:
         self.step = step
         if self.accelerator.is_main_process:
             self.log.truncate_after(step)
+        if state.get("callbacks_pending"):
+            rows = read_metrics(self.config.out) if self.log.path.is_file() else []
+            self._pending_row = rows[-1] if rows and rows[-1]["step"] == step else None
         self.engine.sync_weights(self.model)
 
     # -- data --
@@ -312,9 +404,8 @@ class Trainer:
 
     def counterfactual_clip(self, question: TrainQuestion, clip: SampledClip) -> SampledClip:
         boundary = None
-        if question.route.transform == "swap_segments":
-            source_boundary = int(question.item.meta[SEGMENT_BOUNDARY_KEY])
-            boundary = sum(1 for index in clip.indices if index < source_boundary)
+        if question.route.transform == "swap_segments":  # checked before training (check_swap_boundaries)
+            boundary = swap_boundary(clip.indices, int(question.item.meta[SEGMENT_BOUNDARY_KEY]))
         frames = apply_transform(clip.frames, question.route.transform, boundary=boundary)
         return dataclasses.replace(clip, frames=frames)
 
@@ -323,17 +414,22 @@ class Trainer:
         random.Random(f"{self.config.seed}:{step}:{question.id}").shuffle(order)
         return dataclasses.replace(clip, frames=clip.frames[order])
 
-    def branches(self, batch: list[TrainQuestion], step: int) -> tuple[list[BranchPrompt], list[BranchPrompt]]:
-        """(original prompts, second-branch prompts) for a micro-batch; the second is empty for grpo."""
+    def branches(self, batch: list[TrainQuestion], step: int) -> tuple[list[BranchPrompt], list[BranchPrompt | None]]:
+        """(original prompts, second-branch prompts) for a micro-batch. The second list is aligned
+        with the batch: None for grpo and sft, and under crpo for a question of unknown kind."""
         algo = self.config.algo
-        orig, aux = [], []
+        orig: list[BranchPrompt] = []
+        aux: list[BranchPrompt | None] = []
         for question in batch:
             clip = self.clip(question)
             orig.append(BranchPrompt(question, clip, question.answer))
-            if algo == "crpo":
+            if algo == "crpo" and question.route.has_counterfactual:
+                assert question.counterfactual_answer is not None
                 aux.append(BranchPrompt(question, self.counterfactual_clip(question, clip), question.counterfactual_answer))
             elif algo == "t-grpo":
                 aux.append(BranchPrompt(question, self.shuffled_clip(question, clip, step), question.answer))
+            else:
+                aux.append(None)
         return orig, aux
 
     def encode(self, prompts: list[BranchPrompt]) -> PromptBatch:
@@ -349,20 +445,26 @@ class Trainer:
     def rl_micro_batch(self, batch: list[TrainQuestion], step: int, stats: StepStats, timing: dict[str, float]) -> None:
         c = self.config
         G = c.group_size
-        orig, aux = self.branches(batch, step)
+        orig, aligned_aux = self.branches(batch, step)
+        aux = [prompt for prompt in aligned_aux if prompt is not None]
+        # Prompt position of each question's second branch (after all the originals).
+        aux_position = {}
+        for q, prompt in enumerate(aligned_aux):
+            if prompt is not None:
+                aux_position[q] = len(orig) + len(aux_position)
         prompts = self.encode(orig + aux)
         started = time.perf_counter()
+        self._test_pause("rollout")
         with generation_model(self.accelerator, self.model) as generator, self.accelerator.autocast():
             rollouts = self.engine.generate(generator, prompts, G)
         timing["rollout"] += time.perf_counter() - started
 
-        n_orig = len(orig)
         answers = [extract_choice(text, p.question.options) for text, p in zip(rollouts.texts, _repeat(orig + aux, G))]
         train_rows: list[int] = []
         advantages: list[float] = []
         for q, question in enumerate(batch):
             o_rows = list(range(q * G, (q + 1) * G))
-            a_rows = list(range((n_orig + q) * G, (n_orig + q + 1) * G)) if aux else []
+            a_rows = list(range(aux_position[q] * G, (aux_position[q] + 1) * G)) if q in aux_position else []
             group = Group(
                 answer=question.answer,
                 answer_changes=question.route.answer_changes,
@@ -413,7 +515,7 @@ class Trainer:
         stats.add("reward/orig/total", rewards.orig)
         stats.add("acc/orig", [float(a == group.answer) for a in group.orig_answers])
         stats.add("invalid_rate/orig", [float(a is None) for a in group.orig_answers])
-        if self.config.algo == "crpo":
+        if self.config.algo == "crpo" and group.answer_changes is not None:
             stats.add("reward/cf/total", rewards.aux)
             stats.add("acc/cf", [float(a == group.counterfactual_answer) for a in group.aux_answers])
             stats.add("invalid_rate/cf", [float(a is None) for a in group.aux_answers])
@@ -492,72 +594,111 @@ class Trainer:
 
     # -- the loop --
 
-    def _on_sigint(self, signum: int, frame: Any) -> None:
+    def _on_interrupt(self, signum: int, frame: Any) -> None:
+        """SIGINT and SIGTERM: stop now, or right after the optimizer update when one is under way."""
+        note_signal(signum)  # the exit code says which signal it was (130 / 143)
         if self._critical:
-            self._interrupt_pending = True  # finish the optimizer update first, then stop
+            self._interrupt_pending = True
             return
         raise KeyboardInterrupt
 
-    def train(self) -> Path:
-        """Run to `max_steps` (or resume there); returns the output folder with the HF checkpoint."""
-        self.setup()
-        c = self.config
-        previous_handler = None
-        if _in_main_thread():
-            previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
-        saved_rng = rng_state()
+    @contextlib.contextmanager
+    def _interrupt_handlers(self) -> Iterator[None]:
+        if not _in_main_thread():
+            yield
+            return
+        previous = {signum: signal.signal(signum, self._on_interrupt) for signum in INTERRUPT_SIGNALS}
         try:
-            with self._progress() as progress:
-                while self.step < c.max_steps:
-                    saved_rng = rng_state()  # the state this step starts from (what a resume needs)
-                    row = self.train_step(self.step)
-                    self._critical = True
-                    if self.accelerator.is_main_process:
-                        self.log.append(row)
-                    self.optimizer.step()
-                    self.scheduler.step()
-                    self.optimizer.zero_grad(set_to_none=True)
-                    self.engine.sync_weights(self.model)
-                    self.step += 1
-                    saved_rng = rng_state()
-                    self._critical = False
-                    if self._interrupt_pending:
-                        raise KeyboardInterrupt
-                    if self.step % c.save_every == 0 and self.step < c.max_steps:
-                        self.save(saved_rng)
-                    progress(self.step, row)
-                    for callback in self.callbacks:
-                        callback(self.step, row, self)
-        except KeyboardInterrupt:
-            self._critical = False
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.step > 0:
-                self.save(saved_rng)
-                raise TrainingInterrupted(
-                    f"interrupted: checkpoint at step {self.step} saved in {c.out}; "
-                    "rerun the same command with --resume to continue"
-                ) from None
-            raise TrainingInterrupted("interrupted before the first step finished; nothing to save") from None
+            yield
         finally:
-            if previous_handler is not None:
-                signal.signal(signal.SIGINT, previous_handler)
-            self.engine.close()
-        self.save(rng_state())
-        self.export()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def train(self) -> Path:
+        """Run to `max_steps` (or resume there); returns the output folder with the HF checkpoint.
+
+        An interrupt (Ctrl-C, SIGTERM) at any point stops the run: once a step has finished it is
+        saved as a checkpoint for --resume; before that the folder is left to start over."""
+        c = self.config
+        saved_rng: dict[str, Any] = {}
+        callbacks_done = True
+        with self._interrupt_handlers():
+            try:
+                self.setup()
+                saved_rng = rng_state()
+                if self._pending_row is not None:  # the interrupted run stopped inside this step's callbacks
+                    callbacks_done = False
+                    self._run_callbacks(self._pending_row)
+                    callbacks_done = True
+                with self._progress() as progress:
+                    while self.step < c.max_steps:
+                        saved_rng = rng_state()  # the state this step starts from (what a resume needs)
+                        row = self.train_step(self.step)
+                        self._critical = True
+                        if self.accelerator.is_main_process:
+                            self.log.append(row)
+                        self.optimizer.step()
+                        self._test_pause("update")
+                        self.scheduler.step()
+                        self.optimizer.zero_grad(set_to_none=True)
+                        self.engine.sync_weights(self.model)
+                        self.step += 1
+                        saved_rng = rng_state()
+                        callbacks_done = False
+                        self._critical = False
+                        if self._interrupt_pending:
+                            raise KeyboardInterrupt
+                        if self.step % c.save_every == 0 and self.step < c.max_steps:
+                            self.save(saved_rng, callbacks_pending=True)
+                        progress(self.step, row)
+                        self._run_callbacks(row)
+                        callbacks_done = True
+                # The final checkpoint and export are not cut short (an interrupt now lets them finish).
+                self._critical = True
+                self.save(rng_state())
+                self.export()
+            except KeyboardInterrupt:
+                raise self._stop(saved_rng, callbacks_pending=not callbacks_done) from None
+            finally:
+                engine = getattr(self, "engine", None)
+                if engine is not None:
+                    engine.close()
         return c.out
+
+    def _run_callbacks(self, row: dict[str, Any]) -> None:
+        for callback in self.callbacks:
+            callback(self.step, row, self)
+
+    def _stop(self, rng: dict[str, Any], callbacks_pending: bool) -> TrainingInterrupted:
+        """Save what an interrupt leaves (a second signal while saving is deferred) and say what next."""
+        self._critical = True
+        out = self.config.out
+        if self.step == 0:
+            return TrainingInterrupted(
+                "interrupted before the first update finished: nothing to save; "
+                "rerun the same command (with or without --resume) to start over"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.save(rng, callbacks_pending=callbacks_pending)
+        return TrainingInterrupted(
+            f"interrupted: checkpoint at step {self.step} saved in {out}; "
+            "rerun the same command with --resume to continue"
+        )
 
     @property
     def sharded(self) -> bool:
         """FSDP / DeepSpeed: model and optimizer state live in shards (accelerate's own format)."""
         return self.accelerator.distributed_type.name in ("FSDP", "DEEPSPEED")
 
-    def save(self, rng: dict[str, Any]) -> Path:
-        """A resumable checkpoint at the current step (see dybench.train.checkpoint)."""
+    def save(self, rng: dict[str, Any], callbacks_pending: bool = False) -> Path:
+        """A resumable checkpoint at the current step (see dybench.train.checkpoint).
+        `callbacks_pending`: the step's callbacks have not all run (a resume runs them first)."""
         accelerator, out = self.accelerator, self.config.out
         if accelerator.is_main_process:
             start_checkpoint(out, self.step)
         accelerator.wait_for_everyone()
-        state: dict[str, Any] = {"scheduler": self.scheduler.state_dict(), "rng": rng}
+        state: dict[str, Any] = {"scheduler": self.scheduler.state_dict(), "rng": rng,
+                                 "callbacks_pending": callbacks_pending}
         if not accelerator.is_main_process:  # every process samples from its own generators
             torch.save(rng, staging_dir(out, self.step) / f"rng-rank{accelerator.process_index}.pt")
         if self.sharded:
