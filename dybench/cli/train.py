@@ -88,11 +88,14 @@ def train_command(
     )
     trainer = Trainer(settings, resume=resume, display=live_display if settings.display else None)
     main_process = os.environ.get("RANK", "0") == "0"  # under accelerate/torchrun, one process speaks
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
     if main_process:
         console.print(
         f"[bold]{settings.algo}[/] on {len(trainer.questions)} questions from {settings.data}: "
             f"{settings.max_steps} updates of {settings.batch_size * settings.grad_accum} questions x "
             f"{settings.rollouts_per_question if settings.algo != 'sft' else 1} rollouts (per process)"
+            + (f"; {processes} processes: {processes * settings.batch_size * settings.grad_accum} questions per update"
+               if processes > 1 else "")
         )
         console.print(escape(describe_routes(trainer.routes)) + f" -> {escape(str(settings.out / ROUTES_FILE))}",
                       highlight=False)

@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 METRICS = "metrics.jsonl"
+RANKS = "ranks.jsonl"
+"""With several processes: per update, the questions each rank trained on and a digest of each
+rank's weights after the update (see Trainer._record_ranks)."""
 
 REWARD_TERMS = (
     "orig/correct",
@@ -90,10 +93,11 @@ def metrics_row(values: dict[str, Any]) -> dict[str, Any]:
 
 
 class MetricsLog:
-    """metrics.jsonl: one JSON object per line, one line per optimizer step, flushed as written."""
+    """metrics.jsonl (or another per-step log): one JSON object per line, one line per optimizer
+    step, flushed as written."""
 
-    def __init__(self, out: Path) -> None:
-        self.path = out / METRICS
+    def __init__(self, out: Path, name: str = METRICS) -> None:
+        self.path = out / name
 
     def truncate_after(self, step: int) -> None:
         """Drop rows after `step` (written after the checkpoint a resumed run starts from)."""

@@ -96,6 +96,19 @@ def trainable_state(model: Any) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
+def weights_digest(model: Any) -> str:
+    """A short digest of the trainable weights (each tensor's float64 sum and absolute sum): equal on
+    two processes whose weights agree; weights that differ anywhere almost surely change it. Cheap
+    on any device: two reductions per tensor, one small copy to the CPU."""
+    import hashlib
+
+    sums = [torch.stack([p.detach().double().sum(), p.detach().double().abs().sum()])
+            for _, p in sorted(model.named_parameters()) if p.requires_grad]
+    if not sums:
+        return ""
+    return hashlib.sha256(torch.cat(sums).cpu().numpy().tobytes()).hexdigest()[:16]
+
+
 def load_trainable_state(model: Any, state: dict[str, torch.Tensor]) -> None:
     if is_lora(model):
         from peft import set_peft_model_state_dict

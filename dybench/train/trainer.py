@@ -57,7 +57,7 @@ from dybench.train.checkpoint import (
 from dybench.train.config import TrainConfig
 from dybench.train.inputs import encode_prompts
 from dybench.train.loss import masked_mean, policy_loss, sft_loss
-from dybench.train.metrics import MetricsLog, StepStats, metrics_row, read_metrics
+from dybench.train.metrics import RANKS, MetricsLog, StepStats, metrics_row, read_metrics
 from dybench.train.policy import (
     Policy,
     export_hf,
@@ -66,6 +66,7 @@ from dybench.train.policy import (
     reference_context,
     resolve_weights,
     trainable_state,
+    weights_digest,
 )
 from dybench.train.questions import TrainQuestion, prepare_question, target_text, training_template
 from dybench.train.rewards import Group, GroupRewards, RewardFn, group_rewards
@@ -281,6 +282,7 @@ class Trainer:
         self.accelerator = Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=not torch.cuda.is_available())
         set_seed(config.seed, device_specific=True)
         self.log = MetricsLog(config.out)
+        self.rank_log = MetricsLog(config.out, RANKS)
         # Written before the model loads, so an interrupt at any later point leaves a folder that the
         # same command can resume (a checkpoint exists) or start over (none does).
         checkpoint = latest_checkpoint(config.out) if self.resume else None
@@ -351,6 +353,7 @@ class Trainer:
         self.step = step
         if self.accelerator.is_main_process:
             self.log.truncate_after(step)
+            self.rank_log.truncate_after(step)
         if state.get("callbacks_pending"):
             rows = read_metrics(self.config.out) if self.log.path.is_file() else []
             self._pending_row = rows[-1] if rows and rows[-1]["step"] == step else None
@@ -643,6 +646,7 @@ class Trainer:
                         self.optimizer.zero_grad(set_to_none=True)
                         self.engine.sync_weights(self.model)
                         self.step += 1
+                        self._record_ranks(self.step)
                         saved_rng = rng_state()
                         callbacks_done = False
                         self._critical = False
@@ -664,6 +668,21 @@ class Trainer:
                 if engine is not None:
                     engine.close()
         return c.out
+
+    def _record_ranks(self, step: int) -> None:
+        """With several processes (and whole, unsharded weights): which questions each rank trained
+        on in update `step` and a digest of each rank's weights after it, to ranks.jsonl. Equal
+        digests show the gradients were averaged; disjoint question lists, that the ranks shared
+        out the global batch."""
+        if self.accelerator.num_processes == 1 or self.sharded:
+            return
+        from accelerate.utils import gather_object
+
+        questions = [question.id for batch in self.micro_batches(step - 1) for question in batch]
+        entries = gather_object([(questions, weights_digest(self.accelerator.unwrap_model(self.model)))])
+        if self.accelerator.is_main_process:
+            self.rank_log.append({"step": step, "questions": [e[0] for e in entries],
+                                  "weights": [e[1] for e in entries]})
 
     def _run_callbacks(self, row: dict[str, Any]) -> None:
         for callback in self.callbacks:
