@@ -37,3 +37,18 @@ def note_signal(signum: int) -> None:
 def interrupt_exit_code() -> int:
     """143 if the interrupt came from SIGTERM, 130 otherwise (Ctrl-C)."""
     return SIGTERM_EXIT if signal.SIGTERM in _received else SIGINT_EXIT
+
+
+def stop_resource_tracker() -> None:
+    """Stop Python's multiprocessing resource tracker (started by engines and process pools) and wait
+    for it, so it does not outlive the command by the moment it takes to notice the exit. Uses
+    the tracker's own stop method, which the standard library keeps private."""
+    from multiprocessing import resource_tracker
+
+    tracker = getattr(resource_tracker, "_resource_tracker", None)
+    stop = getattr(tracker, "_stop", None)
+    if callable(stop):
+        try:
+            stop()
+        except OSError:
+            pass

@@ -194,6 +194,13 @@ def test_shards_merged_equal_the_unsharded_run(synthetic_test_set, tmp_path):
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
+def command_line(pid: int) -> str:
+    try:
+        return f"{pid}: " + Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return f"{pid}: (gone)"
+
+
 def processes_in_group(group: int) -> list[int]:
     """Live processes of a process group (a command started with start_new_session=True leads one)."""
     found = []
@@ -239,7 +246,7 @@ class Interrupted:
         _, stderr = self.process.communicate(timeout=timeout_s)
         elapsed = time.monotonic() - sent
         left = processes_in_group(self.process.pid)
-        assert not left, f"processes outlived the command: {left}"
+        assert not left, f"processes outlived the command: {[command_line(pid) for pid in left]}"
         return self.process.returncode, elapsed, stderr
 
 

@@ -80,9 +80,13 @@ class VLLMBackend:
         if kv_cache_memory_bytes is not None:  # a fixed KV cache instead of a share of the memory
             self.settings["kv_cache_memory_bytes"] = int(kv_cache_memory_bytes)
         self.device = "cpu" if cpu else "gpu"
+        self._children_before = _child_pids()
         try:
             self.llm = LLM(model=str(self.weights), **self.settings)
-        except Exception as exc:
+        except BaseException as exc:
+            _reap_engine_processes(self._children_before)  # an interrupt or a failure mid-start
+            if not isinstance(exc, Exception):
+                raise
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DyBenchError(f"{self.weights}: the vLLM engine did not start ({type(exc).__name__}: {message})") from None
         self._template_owner = self._find_chat_template()
@@ -119,6 +123,7 @@ class VLLMBackend:
             if callable(shutdown):
                 shutdown()
             del llm
+        _reap_engine_processes(getattr(self, "_children_before", set()))
 
     # --- inputs ---------------------------------------------------------------------------------
 
@@ -190,3 +195,36 @@ class VLLMBackend:
             return answers
         share = (time.perf_counter() - start) / len(ready)
         return {i: (output.outputs[0].text, share, len(output.prompt_token_ids or [])) for i, output in zip(ready, outputs)}
+
+
+ENGINE_EXIT_WAIT_S = 20.0
+"""How long a closed engine's processes get to exit on their own before they are killed."""
+
+
+def _child_pids() -> set[int]:
+    import psutil
+
+    return {child.pid for child in psutil.Process().children(recursive=True)}
+
+
+def _reap_engine_processes(before: set[int]) -> None:
+    """Wait for the processes the engine started (vLLM's engine core runs in one of its own) to
+    exit, and kill what is left: vLLM's shutdown only asks them to stop, so without this an
+    interrupted eval could exit while its engine still runs. Python's multiprocessing resource
+    tracker is left alone: it exits with this process, after cleaning up."""
+    import psutil
+
+    def engine_process(child: psutil.Process) -> bool:
+        try:
+            return child.pid not in before and "resource_tracker" not in " ".join(child.cmdline())
+        except psutil.Error:
+            return False
+
+    started = [child for child in psutil.Process().children(recursive=True) if engine_process(child)]
+    _, alive = psutil.wait_procs(started, timeout=ENGINE_EXIT_WAIT_S)
+    for child in alive:
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=5)
