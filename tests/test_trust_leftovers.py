@@ -123,3 +123,34 @@ def test_a_bad_byte_after_a_bom_is_named_at_its_own_line_and_offset():
     data = BOM + b"one\n" + NOT_UTF8 + b"two\n"
     with pytest.raises(DyBenchError, match=r"^f.txt:2: not UTF-8 text \(byte 0xff at offset 7\)"):
         decode_text(data, "f.txt")
+
+
+# --- the probe chart --------------------------------------------------------------------------------
+
+
+def test_the_probe_chart_draws_names_as_written_even_when_matplotlibrc_asks_for_tex(tmp_path):
+    import matplotlib
+
+    from dybench.probe_suite import ProbeRun, ProbeSummary, chart_png
+
+    summary = ProbeSummary(
+        model=r"odd_model & 100% $\frac{a}$", dataset="data#1 ~x", data=str(tmp_path), static_probes=["shuffled"],
+        runs=[ProbeRun(probe="full", run_dir="full", p_acc=0.5, n_pairs=4),
+              ProbeRun(probe="shuffled", run_dir="shuffled", p_acc=0.25, n_pairs=4)],
+        temporal_reliance=0.25, best_static_probe="shuffled",
+    )
+    # A user's matplotlibrc with usetex on would hand every label to LaTeX (absent here, and `&`, `%`,
+    # `_`, `#` and `~` are special there); the chart is drawn with it off, like the leaderboard's.
+    with matplotlib.rc_context({"text.usetex": True}):
+        png = chart_png(summary)
+        assert matplotlib.rcParams["text.usetex"] is True  # the user's setting is left as it was
+    assert png.startswith(b"\x89PNG")
+
+
+def test_a_probe_summary_saved_with_a_bom_reads_back(tmp_path):
+    from dybench.probe_suite import SUMMARY, ProbeRun, ProbeSummary, read_summary
+
+    summary = ProbeSummary(model="m", dataset="d", data="x", static_probes=[], temporal_reliance=None,
+                           best_static_probe=None, runs=[ProbeRun(probe="full", run_dir="full")])
+    (tmp_path / SUMMARY).write_bytes(BOM + summary.model_dump_json().encode())
+    assert read_summary(tmp_path) == summary
