@@ -15,7 +15,7 @@ MARKUP = "odd[/]name[bold]x"
 
 
 def dybench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "400"}  # one path per line, not wrapped
+    env = {**os.environ, "COLUMNS": "2000"}  # one path per line, not wrapped
     return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=1200)
 
 
@@ -54,3 +54,10 @@ def test_lab_prints_an_out_folder_holding_markup(tmp_path: Path, model_cache) ->
     assert_printed_as_written(with_progress, f"{out / 'results.csv'}")
     again = dybench("lab", "shortcut", "--out", str(out), "--quick", "--no-progress", cwd=tmp_path)
     assert_printed_as_written(again, f"done: {out / 'summary.md'}")
+
+
+def test_a_data_parallel_eval_prints_an_out_folder_holding_markup(synthetic_test_set: Path, tmp_path: Path) -> None:
+    out = tmp_path / f"eval-{MARKUP}"
+    result = dybench("eval", "--model", "baseline:constant", "--data", str(synthetic_test_set), "--out", str(out),
+                     "--data-parallel", "2", "--no-progress", cwd=tmp_path)
+    assert_printed_as_written(result, f"wrote {out / 'predictions.jsonl'}", f"(shards in {out / 'shards'})")
