@@ -31,7 +31,7 @@ from dybench.errors import DyBenchError
 from dybench.locks import describe_holder, file_lock
 from dybench.prompts import PromptTemplate
 from dybench.schema import Item, Prediction
-from dybench.text_files import BOM
+from dybench.text_files import BOM, read_text
 
 RUN_JSON = "run.json"
 PREDICTIONS = "predictions.jsonl"
@@ -141,7 +141,7 @@ def read_run_config(run_dir: Path) -> RunConfig:
     if not path.is_file():
         raise DyBenchError(f"{path}: not found; is {run_dir} a run directory made by `dybench eval`?")
     try:
-        return RunConfig.model_validate_json(path.read_text())
+        return RunConfig.model_validate_json(read_text(path))
     except ValidationError as exc:
         raise DyBenchError(f"{path}: {pydantic_message(exc)}") from None
 

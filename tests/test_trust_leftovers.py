@@ -154,3 +154,35 @@ def test_a_probe_summary_saved_with_a_bom_reads_back(tmp_path):
                            best_static_probe=None, runs=[ProbeRun(probe="full", run_dir="full")])
     (tmp_path / SUMMARY).write_bytes(BOM + summary.model_dump_json().encode())
     assert read_summary(tmp_path) == summary
+
+
+# --- a run folder's run.json and scores.json, as publish reads them ---------------------------------
+
+
+@pytest.fixture
+def finished_run(synthetic_test_set, tmp_path) -> Path:
+    from dybench.evaluate import run_eval
+
+    run_dir = tmp_path / "run"
+    run_eval("baseline:constant", str(synthetic_test_set), run_dir, progress=False)
+    return run_dir
+
+
+def test_a_run_whose_json_files_carry_a_bom_publishes(finished_run, tmp_path):
+    from dybench.leaderboard import publish
+
+    for name in ("run.json", "scores.json"):
+        path = finished_run / name
+        path.write_bytes(BOM + path.read_bytes())
+    frame = publish([finished_run], tmp_path / "board.csv")
+    assert list(frame["model"]) == ["baseline:constant"]
+
+
+@pytest.mark.parametrize("name", ["run.json", "scores.json"])
+def test_a_run_json_file_with_bad_bytes_stops_publish_with_its_name(finished_run, tmp_path, name):
+    from dybench.leaderboard import publish
+
+    path = finished_run / name
+    path.write_bytes(path.read_bytes().replace(b"{", b"{" + NOT_UTF8, 1))
+    with pytest.raises(DyBenchError, match=rf"{name}:1: not UTF-8"):
+        publish([finished_run], tmp_path / "board.csv")
