@@ -20,6 +20,8 @@ from typing import Any
 import pandas as pd
 from rich.console import Console
 
+from dybench.escaping import rich_text
+
 DEMO_MODELS = ("baseline:constant", "baseline:random", "baseline:motion", "tiny-random-qwen3-vl")
 DATA_NAME = "synthetic-test"
 
@@ -71,7 +73,7 @@ def run_demo(
     console.rule("[bold]1/3 build a synthetic test set")
     build_synthetic(data, pairs_per_task=pairs_per_task, seed=seed, split="test", progress=progress)
     dataset = load_data(str(data))
-    console.print(f"{len(dataset.items)} clips, {len({i.pair_id for i in dataset.items})} pairs in {data}")
+    console.print(f"{len(dataset.items)} clips, {len({i.pair_id for i in dataset.items})} pairs in {rich_text(data)}")
 
     console.rule("[bold]2/3 evaluate")
     run_dirs = []
@@ -79,11 +81,11 @@ def run_demo(
         run_dir = Path(out) / "runs" / run_slug(model)
         run_dirs.append(run_dir)
         if _finished(run_dir, dataset.fingerprint):
-            console.print(f"{model}: finished earlier, reusing {run_dir}")
+            console.print(rich_text(f"{model}: finished earlier, reusing {run_dir}"))
             continue
-        console.print(f"{model} ...")
+        console.print(rich_text(f"{model} ..."))
         scores: dict[str, Any] = run_eval(model, str(data), run_dir, progress=progress)
-        console.print(f"{model}: Acc {100 * scores['acc']:.1f}%  P-Acc {100 * scores['p_acc']:.1f}%")
+        console.print(f"{rich_text(model)}: Acc {100 * scores['acc']:.1f}%  P-Acc {100 * scores['p_acc']:.1f}%")
 
     console.rule("[bold]3/3 score and publish")
     # fresh: the demo's board shows this demo's runs only, never rows left by older settings
@@ -91,12 +93,12 @@ def run_demo(
     from dybench.tables import leaderboard_table
 
     console.print(leaderboard_table(frame[frame["dataset"] == DATA_NAME], "DyBench demo: synthetic test set"))
-    console.print(f"wrote {leaderboard} and {Path(leaderboard).with_suffix('')}.md/.html/.png "
-                  f"in {time.monotonic() - started:.0f}s")
+    console.print(rich_text(f"wrote {leaderboard} and {Path(leaderboard).with_suffix('')}.md/.html/.png ")
+                  + f"in {time.monotonic() - started:.0f}s")
     console.print(
         "Read it: baseline:constant gives one answer to both clips of every pair, so its P-Acc is 0; "
         "baseline:random is chance; baseline:motion reads motion from pixels; tiny-random-qwen3-vl "
         "runs a real Qwen3-VL architecture with random weights (noise)."
     )
-    console.print(NEXT_STEPS.format(data=data))
+    console.print(NEXT_STEPS.format(data=rich_text(data)))
     return frame

@@ -26,6 +26,7 @@ from dybench.errors import DyBenchError
 from dybench.escaping import html_text, markdown_text, plot_text
 from dybench.locks import file_lock, lock_path_for
 from dybench.probe_suite import PROBE_COLUMNS
+from dybench.text_files import read_text
 
 KEY = ["model", "dataset", "config_hash"]
 HEAD = ["model", "dataset", "acc", "p_acc"]
@@ -46,7 +47,7 @@ def _bounds(prefix: str, ci: Any) -> dict[str, float | None]:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        return json.loads(read_text(path))
     except json.JSONDecodeError as exc:
         raise DyBenchError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
 

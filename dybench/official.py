@@ -24,6 +24,7 @@ from dybench.data import Dataset, pydantic_message, safe_join
 from dybench.errors import DyBenchError
 from dybench.schema import LETTERS, Item, letter, letter_index
 from dybench.tasks import tasks_dir
+from dybench.text_files import read_text
 from dybench.yaml_files import read_yaml_mapping
 
 CATEGORIES = ("reversible_dynamics", "moving_direction", "event_sequence")
@@ -226,7 +227,7 @@ def recover_pairs(rows: list[dict[str, Any]], mapping: OfficialMapping) -> list[
 
 def _read_category(path: Path) -> list[Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as exc:
         raise DyBenchError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
     if isinstance(data, dict):  # tolerate {"data": [...]} wrappers

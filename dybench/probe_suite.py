@@ -30,6 +30,7 @@ from dybench.data import pydantic_message
 from dybench.errors import DyBenchError
 from dybench.escaping import plot_text, rich_text
 from dybench.probes import PROBES, STATIC_PROBES, NoItemsUnderProbe, check_probe
+from dybench.text_files import read_text
 
 if TYPE_CHECKING:
     from dybench.evaluate import PlannedRun
@@ -107,7 +108,7 @@ def read_summary(folder: Path) -> ProbeSummary:
     if not path.is_file():
         raise DyBenchError(f"{path}: not found; is {folder} a folder written by `dybench probe`?")
     try:
-        return ProbeSummary.model_validate_json(path.read_text())
+        return ProbeSummary.model_validate_json(read_text(path))
     except ValidationError as exc:
         raise DyBenchError(f"{path}: {pydantic_message(exc)}") from None
 
@@ -176,7 +177,7 @@ def probe_run(run_dir: Path, out: Path) -> ProbeRun:
     from dybench.store import read_run_config
 
     config = read_run_config(run_dir)
-    scores = json.loads((run_dir / "scores.json").read_text())
+    scores = json.loads(read_text(run_dir / "scores.json"))
     return ProbeRun(
         probe=config.probe or FULL,
         run_dir=str(run_dir.relative_to(out)),
@@ -253,10 +254,17 @@ def summarise(out: Path, model: str, plans: list[PlannedRun]) -> ProbeSummary:
 
 
 def chart_png(summary: ProbeSummary) -> bytes:
-    """Grouped bars: P-Acc of every run (full, then each probe), overall and per category."""
+    """Grouped bars: P-Acc of every run (full, then each probe), overall and per category. Drawn
+    with usetex off whatever the user's matplotlibrc says, so plot_text's escaping holds (as the
+    leaderboard chart in dybench/leaderboard.py is)."""
     import matplotlib
 
     matplotlib.use("Agg")
+    with matplotlib.rc_context({"text.usetex": False}):
+        return _draw_chart(summary)
+
+
+def _draw_chart(summary: ProbeSummary) -> bytes:
     import matplotlib.pyplot as plt
     import numpy as np
 

@@ -31,6 +31,7 @@ from dybench.errors import DyBenchError
 from dybench.locks import describe_holder, file_lock
 from dybench.prompts import PromptTemplate
 from dybench.schema import Item, Prediction
+from dybench.text_files import BOM, read_text
 
 RUN_JSON = "run.json"
 PREDICTIONS = "predictions.jsonl"
@@ -140,7 +141,7 @@ def read_run_config(run_dir: Path) -> RunConfig:
     if not path.is_file():
         raise DyBenchError(f"{path}: not found; is {run_dir} a run directory made by `dybench eval`?")
     try:
-        return RunConfig.model_validate_json(path.read_text())
+        return RunConfig.model_validate_json(read_text(path))
     except ValidationError as exc:
         raise DyBenchError(f"{path}: {pydantic_message(exc)}") from None
 
@@ -157,6 +158,17 @@ def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
         else:
             names.append(f"{prefix}{key}")
     return names
+
+
+def _decode_row(line: bytes, where: str) -> str:
+    """One line of predictions.jsonl as text; bytes that are not UTF-8 stop with the line named."""
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DyBenchError(
+            f"{where}: not UTF-8 (byte 0x{line[exc.start]:02x} at column {exc.start + 1}); "
+            "delete the line to redo that item"
+        ) from None
 
 
 class PredictionStore:
@@ -183,10 +195,12 @@ class PredictionStore:
         or a row made with different settings stops with the line number."""
         complete, _torn = self._complete_bytes()
         rows: dict[str, Prediction] = {}
-        for number, raw in enumerate(complete.decode("utf-8", errors="replace").splitlines(), start=1):
+        # Split on b"\n" only: a reply may hold U+2028 or \x1c, which str.splitlines() also breaks at.
+        for number, line in enumerate(complete.split(b"\n"), start=1):
+            where = f"{self.path}:{number}"
+            raw = _decode_row(line.removeprefix(BOM) if number == 1 else line, where)
             if not raw.strip():
                 continue
-            where = f"{self.path}:{number}"
             try:
                 row = Prediction.model_validate_json(raw)
             except ValidationError as exc:

@@ -7,15 +7,21 @@ from pathlib import Path
 
 from dybench.errors import DyBenchError
 
+BOM = b"\xef\xbb\xbf"
+
 
 def decode_text(data: bytes, source: str | Path) -> str:
     """`data` as text (a leading BOM dropped); `source` names it in the error."""
+    # The BOM is cut off here rather than by the "utf-8-sig" codec, whose error offsets would then
+    # count from after it and name the wrong byte (and, at a line's start, the wrong line).
+    body = data.removeprefix(BOM)
     try:
-        return data.decode("utf-8-sig")
+        return body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
+        offset = exc.start + len(data) - len(body)
+        line = data[:offset].count(b"\n") + 1
         raise DyBenchError(
-            f"{source}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            f"{source}:{line}: not UTF-8 text (byte 0x{data[offset]:02x} at offset {offset}); "
             "save the file as UTF-8"
         ) from None
 

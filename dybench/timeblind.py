@@ -29,6 +29,7 @@ from typing import Any, Iterable, Literal
 from dybench.data import Dataset, file_fingerprint, safe_join
 from dybench.errors import DyBenchError
 from dybench.schema import Item
+from dybench.text_files import read_text
 
 ROLES = ("q0_i0", "q0_i1", "q1_i0", "q1_i1")
 EXPECTED = {"q0_i0": 1, "q0_i1": 0, "q1_i0": 0, "q1_i1": 1}
@@ -237,7 +238,7 @@ def read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
     """(line number, row) for a JSONL file or a JSON array (the reference accepts both)."""
     if not path.is_file():
         raise DyBenchError(f"{path}: TimeBlind data file not found (expected timeblind:PATH/data.jsonl)")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     stripped = text.lstrip()
     if stripped.startswith("["):
         try:

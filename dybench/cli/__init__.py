@@ -3,6 +3,13 @@ library and prints with rich; the library does the work and is importable on its
 
 from __future__ import annotations
 
+import sys
+
+if sys.argv[:1] == ["-m"]:  # `python -m dybench.cli` is importing this package (see dybench/entry.py)
+    from dybench.entry import guard_module_start
+
+    guard_module_start()
+
 import typer
 
 from dybench.cli.build import build_pairs_command

@@ -1,6 +1,7 @@
-"""`python -m dybench.cli ...` (what `accelerate launch -m dybench.cli train-crpo ...` runs)."""
+"""`python -m dybench.cli ...` (what `accelerate launch -m dybench.cli train-crpo ...` runs): the same
+front door as the `dybench` script (dybench/entry.py)."""
 
-from dybench.cli import main
+from dybench.entry import main
 
 if __name__ == "__main__":
     main()

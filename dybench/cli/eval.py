@@ -125,8 +125,8 @@ def eval_command(
         )
         scores = _eval_data_parallel(data_parallel, out, eval_kwargs, tensor_parallel_size or 1, device, progress)
         print_summary(scores, title=f"{model} on {data} ({data_parallel} workers)" + (f" (probe: {probe})" if probe else ""))
-        console.print(f"wrote {out / 'predictions.jsonl'}, {out / 'run.json'}, {out / 'scores.json'} "
-                      f"(shards in {out / 'shards'})")
+        console.print(rich_text(f"wrote {out / 'predictions.jsonl'}, {out / 'run.json'}, {out / 'scores.json'} "
+                                f"(shards in {out / 'shards'})"), highlight=False)
         return
     try:
         scores = run_eval(

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from dybench.cli.common import console, err_console, fail
+from dybench.escaping import rich_text
 from dybench.signals import interrupt_exit_code
 
 lab_app = typer.Typer(
@@ -49,4 +50,4 @@ def shortcut_command(
     except LabInterrupted as exc:  # Ctrl-C or SIGTERM: exit 130 / 143
         fail(str(exc), code=interrupt_exit_code())
     if not progress:  # with progress on, the last stage line already says where the report is
-        console.print(f"[green]done[/]: {out / 'summary.md'}")
+        console.print(f"[green]done[/]: {rich_text(out / 'summary.md')}")

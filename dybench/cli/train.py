@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.markup import escape
 
 from dybench.signals import interrupt_exit_code
 from dybench.cli.common import console, fail
+from dybench.escaping import rich_text
 
 ALGOS = ("crpo", "grpo", "t-grpo", "sft")
 
@@ -91,18 +91,18 @@ def train_command(
     processes = int(os.environ.get("WORLD_SIZE", "1"))
     if main_process:
         console.print(
-        f"[bold]{settings.algo}[/] on {len(trainer.questions)} questions from {settings.data}: "
+        f"[bold]{settings.algo}[/] on {len(trainer.questions)} questions from {rich_text(settings.data)}: "
             f"{settings.max_steps} updates of {settings.batch_size * settings.grad_accum} questions x "
             f"{settings.rollouts_per_question if settings.algo != 'sft' else 1} rollouts (per process)"
             + (f"; {processes} processes: {processes * settings.batch_size * settings.grad_accum} questions per update"
                if processes > 1 else "")
         )
-        console.print(escape(describe_routes(trainer.routes)) + f" -> {escape(str(settings.out / ROUTES_FILE))}",
+        console.print(rich_text(describe_routes(trainer.routes)) + f" -> {rich_text(settings.out / ROUTES_FILE)}",
                       highlight=False)
     try:
         result = trainer.train()
     except TrainingInterrupted as exc:  # Ctrl-C or SIGTERM: exit 130 / 143, the message says what next
         fail(str(exc), code=interrupt_exit_code())
     if main_process:
-        console.print(f"[green]done[/]: checkpoint in {result} (metrics.jsonl alongside); "
-                      f"evaluate with `dybench eval --model {result} --backend hf --data ... --out ...`")
+        console.print(f"[green]done[/]: checkpoint in {rich_text(result)} (metrics.jsonl alongside); "
+                      f"evaluate with `dybench eval --model {rich_text(result)} --backend hf --data ... --out ...`")

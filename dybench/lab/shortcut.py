@@ -33,6 +33,7 @@ from rich.console import Console
 from dybench.atomic import write_text_atomic
 from dybench.data import pydantic_message
 from dybench.errors import DyBenchError
+from dybench.escaping import rich_text
 from dybench.lab.shortcut_data import build_splits, shortcut_rate
 from dybench.train.config import AdvantageMode, RewardWeights
 from dybench.yaml_files import read_yaml_mapping
@@ -304,8 +305,8 @@ def run_shortcut_lab(out: Path, settings: ShortcutSettings, progress: bool = Tru
         record_wall_time(out, time.perf_counter() - started)
     total, invocations = wall_time(out)
     write_report(out, settings, results, warm_point, total, invocations)
-    say(f"[green]done[/] ({total / 60:.1f} min in all): {out / 'results.csv'}, {out / 'curves.png'}, "
-        f"{out / 'summary.md'}")
+    say(f"[green]done[/] ({total / 60:.1f} min in all): "
+        + rich_text(f"{out / 'results.csv'}, {out / 'curves.png'}, {out / 'summary.md'}"))
     return results
 
 

@@ -26,9 +26,11 @@ from typing import Callable, NamedTuple
 
 from dybench.build import build_synthetic
 from dybench.data import MANIFEST, load_data
+from dybench.errors import DyBenchError
 from dybench.schema import Item, letter
 from dybench.store import read_predictions
 from dybench.synth.scene import COLORS
+from dybench.text_files import read_text
 
 TASK = "moving_direction"
 VIEW_TASKS = (TASK, "static_color")
@@ -76,6 +78,19 @@ Source = tuple[Path, str, Callable[[dict], bool]]
 """(built folder, prefix for its ids and files, which rows to keep)."""
 
 
+def _manifest_rows(path: Path) -> list[dict]:
+    """The rows of a built folder's manifest; a damaged line stops with its file and line."""
+    rows = []
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise DyBenchError(f"{path}:{number}: not valid JSON ({exc.msg}); rebuild {path.parent}") from None
+    return rows
+
+
 def dataset_view(sources: list[Source], view: Path) -> Path:
     """A dataset folder with the chosen rows of built folders (ids, pair ids and files prefixed so
     that folders cannot collide). Videos are hard-linked (copied where links are impossible); the
@@ -87,9 +102,8 @@ def dataset_view(sources: list[Source], view: Path) -> Path:
     (staging / "videos").mkdir(parents=True)
     kept = []
     for build, prefix, keep in sources:
-        for line in (build / MANIFEST).read_text().splitlines():
-            row = json.loads(line) if line.strip() else None
-            if row is None or not keep(row):
+        for row in _manifest_rows(build / MANIFEST):
+            if not keep(row):
                 continue
             video = f"videos/{prefix}{Path(row['video']).name}"
             if not (staging / video).exists():

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import random
 import signal
@@ -37,10 +36,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
+import yaml
 
 from dybench.atomic import write_json_atomic, write_text_atomic
 from dybench.data import Dataset, load_data
 from dybench.errors import DyBenchError
+from dybench.redact import redact_data
 from dybench.signals import note_signal
 from dybench.prompts import extract_choice, render_prompt
 from dybench.train.advantages import group_advantages
@@ -197,6 +198,16 @@ def check_swap_boundaries(dataset: Dataset, questions: Sequence[TrainQuestion], 
             )
 
 
+def saved_config_data(config: TrainConfig) -> dict[str, Any]:
+    """The config as CONFIG_FILE holds it: credentials in backend options (a router's
+    `base_url` with user:password@ or ?api_key=) redacted. The run itself uses `config` as given."""
+    return redact_data(config.model_dump(mode="json"))
+
+
+def saved_config_yaml(config: TrainConfig) -> str:
+    return yaml.safe_dump(saved_config_data(config), sort_keys=False)
+
+
 def check_output(config: TrainConfig, resume: bool) -> None:
     """A training folder is either resumable (it holds a checkpoint: --resume continues it) or
     restartable (nothing was saved yet: the same command starts it again, with or without --resume)."""
@@ -212,7 +223,7 @@ def check_output(config: TrainConfig, resume: bool) -> None:
     if not saved.is_file():
         raise DyBenchError(f"{out}: nothing to resume (no {CONFIG_FILE}); drop --resume to start a run there")
     previous = read_yaml_mapping(saved, "training config", "expected the config a run wrote")
-    current = json.loads(config.model_dump_json())
+    current = saved_config_data(config)  # as it was written: redacted, so a credential compares equal
     changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and previous.get(k) != current[k])
     if changed:
         hint = "drop --resume to start over with the new ones" if found is None else "use the original options"
@@ -335,7 +346,7 @@ class Trainer:
         """Step 0: the config written, rows of an earlier attempt that saved nothing dropped."""
         if self.accelerator.is_main_process:
             self.config.out.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(self.config.out / CONFIG_FILE, self.config.to_yaml())
+            write_text_atomic(self.config.out / CONFIG_FILE, saved_config_yaml(self.config))
             self.log.truncate_after(0)
         self.accelerator.wait_for_everyone()
 
