@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from cli_errors import assert_one_line_error
+from trickle import write_trickling
 from dybench.data import load_data
 from dybench.evaluate import TEST_SLEEP_ENV, run_eval
 
@@ -338,14 +339,7 @@ class SlowServer(BaseHTTPRequestHandler):
         if not slow:
             self.wfile.write(data)
             return
-        for byte in data:
-            if type(self).stop.wait(0.2):
-                return
-            try:
-                self.wfile.write(bytes([byte]))
-                self.wfile.flush()
-            except (BrokenPipeError, ConnectionResetError):  # the client gave up
-                return
+        write_trickling(self.wfile, data, type(self).stop)
 
     def do_GET(self) -> None:
         self._reply({"object": "list", "data": [{"id": "slow-model", "owned_by": "someone"}]})

@@ -18,6 +18,7 @@ from dybench.backends.base import Sampling
 from dybench.backends.registry import create_backend, resolve_model
 from dybench.evaluate import run_eval
 from dybench.testing import random_clip_requests
+from trickle import write_trickling
 
 SECRET = "sk-test-0123456789abcdef-secret"
 
@@ -73,14 +74,7 @@ class FlakyEndpoint(BaseHTTPRequestHandler):
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            for byte in data:
-                if endpoint.stop.wait(0.2):
-                    return
-                try:
-                    self.wfile.write(bytes([byte]))
-                    self.wfile.flush()
-                except (BrokenPipeError, ConnectionResetError):  # the client gave up
-                    return
+            write_trickling(self.wfile, data, endpoint.stop)
             return
         self._send(200, reply)
 
