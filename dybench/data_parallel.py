@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from dybench.errors import DyBenchError
+from dybench.store import PREDICTIONS
 
 SHARDS_DIR = "shards"
 WORKER_STOP_GRACE_S = 60.0
@@ -44,10 +45,27 @@ class Worker:
     outcome: tuple[str, str] | None = None
     done_items: int = 0
     total_items: int = 0
+    _counted_bytes: int = 0
+    _counted_lines: int = 0
 
     @property
     def label(self) -> str:
         return f"shard {self.index}/{self.count}"
+
+    def stored(self) -> int:
+        """Rows in the shard's predictions.jsonl, counted incrementally: each call reads only what
+        was appended since the last one (the progress bar asks twice a second)."""
+        try:
+            with (self.run_dir / PREDICTIONS).open("rb") as handle:
+                if os.fstat(handle.fileno()).st_size < self._counted_bytes:  # a repaired tail: count afresh
+                    self._counted_bytes = self._counted_lines = 0
+                handle.seek(self._counted_bytes)
+                appended = handle.read()
+        except FileNotFoundError:
+            return 0
+        self._counted_bytes += len(appended)
+        self._counted_lines += appended.count(b"\n")
+        return self._counted_lines
 
 
 def shard_dir(out: Path, index: int, count: int) -> Path:
@@ -126,25 +144,19 @@ def _run_worker(eval_kwargs: dict[str, Any], env: dict[str, str], reply: Any) ->
         reply.send(("error", f"{type(exc).__name__}: {exc}"))
 
 
-def _count_lines(path: Path) -> int:
-    try:
-        with path.open("rb") as handle:
-            return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
-    except FileNotFoundError:
-        return 0
-
-
 def _planned_shards(count: int, out: Path, eval_kwargs: dict[str, Any]) -> list[Worker]:
     """Validate every shard before any worker starts (a bad dataset, model or a conflicting
     folder fails in seconds) and note how much of each is already done."""
+    from dybench.data import load_data
     from dybench.evaluate import plan_run
     from dybench.store import RUN_JSON, read_predictions
 
     planning = {k: v for k, v in eval_kwargs.items() if k not in ("backend_options", "decode_workers", "console")}
+    dataset = load_data(eval_kwargs["data"])  # read and validated once for all the shards' plans
     workers = []
     for index in range(count):
         run_dir = shard_dir(out, index, count)
-        plan = plan_run(**{**planning, "out": run_dir, "shard": f"{index}/{count}"})
+        plan = plan_run(**{**planning, "out": run_dir, "shard": f"{index}/{count}", "dataset": dataset})
         wanted = {item.id for item in plan.dataset.items}
         done = 0
         if (run_dir / RUN_JSON).is_file():
@@ -197,7 +209,7 @@ def execute_data_parallel(plan: DataParallelPlan,
     """Run the unfinished shards' workers, then merge into `plan.out` and score it (returns the
     scores). `on_progress(done, total)` is called about twice a second while the workers run."""
     from dybench.evaluate import score_run
-    from dybench.store import PREDICTIONS, merge_runs
+    from dybench.store import merge_runs
 
     out, workers = plan.out, plan.workers
     context = multiprocessing.get_context("spawn")
@@ -211,10 +223,10 @@ def execute_data_parallel(plan: DataParallelPlan,
             worker.process.start()
             send.close()
             worker.reply = receive
-        _wait(pending, on_progress, workers, PREDICTIONS)
+        _wait(pending, on_progress, workers)
     except KeyboardInterrupt:
         _stop(pending, signal.SIGTERM)
-        done = sum(_count_lines(w.run_dir / PREDICTIONS) for w in workers)
+        done = sum(w.stored() for w in workers)
         total = sum(w.total_items for w in workers)
         raise DataParallelInterrupted(
             f"interrupted: about {done} of {total} items are saved in {out / SHARDS_DIR}; "
@@ -250,15 +262,14 @@ def _collect(worker: Worker) -> None:
             pass
 
 
-def _wait(pending: list[Worker], on_progress: Callable[[int, int], None] | None, workers: list[Worker],
-          predictions_name: str) -> None:
+def _wait(pending: list[Worker], on_progress: Callable[[int, int], None] | None, workers: list[Worker]) -> None:
     total = sum(w.total_items for w in workers)
     while True:
         alive = [w for w in pending if w.process.is_alive()]
         for worker in pending:
             _collect(worker)
         if on_progress is not None:
-            on_progress(min(total, sum(_count_lines(w.run_dir / predictions_name) for w in workers)), total)
+            on_progress(min(total, sum(w.stored() for w in workers)), total)
         if not alive:
             break
         time.sleep(0.5)

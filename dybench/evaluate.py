@@ -380,9 +380,12 @@ def plan_run(
     max_pixels: int | None = None,
     sampling: Sampling | None = None,
     probe: str | None = None,
+    dataset: Dataset | None = None,
 ) -> PlannedRun:
     """Validate a run before any backend starts: the dataset, the model, the probe, and that `out`
-    is new or holds this very run (so a mistake fails in seconds, not after a model has loaded)."""
+    is new or holds this very run (so a mistake fails in seconds, not after a model has loaded).
+    `dataset`: `data` already loaded, so several plans over one dataset (the shards of a
+    data-parallel run) read and validate it once."""
     from dybench.backends.registry import resolve_model
 
     check_probe(probe)
@@ -392,7 +395,8 @@ def plan_run(
     sampling = sampling or Sampling()
     run_dir = Path(out)
 
-    dataset = load_data(data)  # validates every row (and every video path) before any work
+    if dataset is None:
+        dataset = load_data(data)  # validates every row (and every video path) before any work
     selected, notes = probe_items(select_items(dataset.items, shard_spec, limit), probe)
     template = template_for(dataset.family)
     for item in selected:
