@@ -510,6 +510,32 @@ def sample_frames(
     )
 
 
+@dataclass
+class SamplePlan:
+    """Which frames of a clip (or of its frames [start, end)) a sampling setting picks: `picks`
+    count from `start`, `times` are seconds since frame `start` (from the stream's timestamps)."""
+
+    start: int
+    end: int
+    times: list[float]
+    picks: list[int]
+
+
+def plan_sample(index: StreamIndex, num_frames: int | None = None, sample_fps: float | None = None,
+                max_frames: int | None = None, frame_range: tuple[int, int] | None = None,
+                path: str | Path = "") -> SamplePlan:
+    """The frames `load_clip` decodes, decided from the index alone (the trainer checks its segment
+    boundaries against the same picks before training starts)."""
+    start, end = frame_range if frame_range is not None else (0, index.n_frames)
+    end = min(end, index.n_frames)
+    if start < 0 or end <= start:
+        raise VideoError(f"{path}: frame range {start}:{end} is empty (the video has {index.n_frames} frames)")
+    origin = index.times[start]
+    times = [t - origin for t in index.times[start:end]]
+    end_s = (index.times[end] if end < index.n_frames else index.end_s) - origin
+    return SamplePlan(start, end, times, sample_positions(times, end_s, num_frames, sample_fps, max_frames))
+
+
 def load_clip(
     path: str | Path,
     num_frames: int | None = None,
@@ -525,21 +551,14 @@ def load_clip(
     path = Path(path)
 
     def sample(index: StreamIndex) -> SampledClip:
-        start, end = frame_range if frame_range is not None else (0, index.n_frames)
-        end = min(end, index.n_frames)
-        if start < 0 or end <= start:
-            raise VideoError(f"{path}: frame range {start}:{end} is empty (the video has {index.n_frames} frames)")
-        origin = index.times[start]
-        times = [t - origin for t in index.times[start:end]]
-        end_s = (index.times[end] if end < index.n_frames else index.end_s) - origin
-        picks = sample_positions(times, end_s, num_frames, sample_fps, max_frames)
-        frames = np.stack(list(iter_frames(index, [start + p for p in picks])))
+        window = plan_sample(index, num_frames, sample_fps, max_frames, frame_range, path)
+        frames = np.stack(list(iter_frames(index, [window.start + p for p in window.picks])))
         return SampledClip(
             frames=frames,
-            indices=picks,
-            timestamps=[round(times[p], 6) for p in picks],
+            indices=window.picks,
+            timestamps=[round(window.times[p], 6) for p in window.picks],
             source_fps=index.fps if index.fps > 0 else 1.0,
-            source_n_frames=end - start,
+            source_n_frames=window.end - window.start,
         )
 
     return with_index(path, sample)

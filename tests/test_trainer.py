@@ -316,6 +316,33 @@ def test_a_swap_boundary_lost_by_frame_sampling_fails_before_the_model_loads(sma
     assert not (tmp_path / "out").exists()
 
 
+def test_swap_boundaries_are_checked_against_the_frames_sampling_by_fps_picks(small_train_set: Path, tmp_path: Path,
+                                                                             model_cache) -> None:
+    """Models whose default samples by rate (Qwen: 2 fps) get the same check, on the picks
+    `dybench.video.load_clip` makes from the stream's timestamps (8 frames at 8 fps -> 2 at 2 fps)."""
+    import shutil
+
+    from dybench.data import load_data
+    from dybench.store import VideoSettings
+    from dybench.train.trainer import check_swap_boundaries, prepare_questions
+
+    data = tmp_path / "data"
+    shutil.copytree(small_train_set, data)
+    by_rate = VideoSettings(fps=2.0)
+    questions = prepare_questions(config(data, tmp_path / "out"), load_data(str(data)))
+    assert any(q.route.transform == "swap_segments" for q in questions)
+    check_swap_boundaries(load_data(str(data)), questions, by_rate)  # the built boundaries survive 2 fps
+    rows = [json.loads(line) for line in (data / "manifest.jsonl").read_text().splitlines()]
+    swapped = {q.id for q in questions if q.route.transform == "swap_segments"}
+    for row in rows:
+        if row["id"] in swapped:
+            row["meta"]["segment_boundary"] = 7  # 2 fps picks frames 0 and 4: none from 7 on
+    (data / "manifest.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    dataset = load_data(str(data))
+    with pytest.raises(DyBenchError, match=r"segment_boundary 7 .*no sampled frame after it \(2 of 8"):
+        check_swap_boundaries(dataset, prepare_questions(config(data, tmp_path / "out"), dataset), by_rate)
+
+
 @pytest.mark.slow
 def test_crpo_trains_a_question_of_unknown_kind_without_a_counterfactual_branch(small_train_set: Path, tmp_path: Path,
                                                                                 model_cache) -> None:

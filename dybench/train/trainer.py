@@ -82,7 +82,7 @@ from dybench.train.rollouts import (
 from dybench.train.llm_router import build_router
 from dybench.train.router import SEGMENT_BOUNDARY_KEY, Router, TaskTableRouter, route_report
 from dybench.store import VideoSettings
-from dybench.video import SampledClip, apply_transform, fps_indices, probe, uniform_indices
+from dybench.video import SampledClip, apply_transform, plan_sample, probe, with_index
 from dybench.yaml_files import read_yaml_mapping
 
 CONFIG_FILE = "train_config.yaml"
@@ -164,15 +164,6 @@ def swap_boundary(indices: Sequence[int], source_boundary: int) -> int:
     return sum(1 for index in indices if index < source_boundary)
 
 
-def sampled_indices(n_frames: int, fps: float, settings: VideoSettings) -> list[int]:
-    """The frames `dybench.video.sample_frames` picks from a clip of `n_frames` with `settings`."""
-    if settings.num_frames is not None:
-        return uniform_indices(n_frames, settings.num_frames)
-    if settings.fps is not None:
-        return fps_indices(n_frames, fps if fps > 0 else 1.0, settings.fps, settings.max_frames)
-    return list(range(n_frames))
-
-
 def check_swap_boundaries(dataset: Dataset, questions: Sequence[TrainQuestion], settings: VideoSettings) -> None:
     """Every swap_segments counterfactual can be made from the sampled frames: a first (or second)
     event shorter than half a sampling bin has no sampled frame, and the swap would fail mid-run."""
@@ -181,12 +172,10 @@ def check_swap_boundaries(dataset: Dataset, questions: Sequence[TrainQuestion], 
     for question in questions:
         if question.route.transform != "swap_segments":
             continue
-        info = probe(question.video_path)
-        n_frames = info.n_frames
-        window = frame_range(question.item)
-        if window is not None:
-            n_frames = min(window[1], n_frames) - window[0]
-        indices = sampled_indices(n_frames, info.fps, settings)
+        window = with_index(question.video_path, lambda index: plan_sample(
+            index, settings.num_frames, settings.fps, settings.max_frames, frame_range(question.item),
+            question.video_path))
+        n_frames, indices = window.end - window.start, window.picks
         source_boundary = int(question.item.meta[SEGMENT_BOUNDARY_KEY])
         cut = swap_boundary(indices, source_boundary)
         if not 0 < cut < len(indices):
