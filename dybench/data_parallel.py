@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import shutil
 import signal
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,18 +71,14 @@ def shard_dir(out: Path, index: int, count: int) -> Path:
 
 
 def visible_accelerators() -> list[str]:
-    """The GPU ids a worker may be pinned to: CUDA_VISIBLE_DEVICES if set, else what `nvidia-smi -L`
-    lists, else none (a CPU machine)."""
+    """The GPU ids a worker may be pinned to: CUDA_VISIBLE_DEVICES if set, else those the NVIDIA
+    driver lists (`dybench.doctor.nvidia_gpus`), else none (a CPU machine)."""
+    from dybench.doctor import nvidia_gpus
+
     preset = os.environ.get("CUDA_VISIBLE_DEVICES")
     if preset is not None:
         return [d.strip() for d in preset.split(",") if d.strip() and d.strip() != "-1"]
-    if shutil.which("nvidia-smi") is None:
-        return []
-    try:
-        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [str(n) for n, line in enumerate(listing.splitlines()) if line.startswith("GPU ")]
+    return [str(number) for number in range(len(nvidia_gpus()))]
 
 
 def worker_environments(count: int, devices_per_worker: int, accelerators: list[str],

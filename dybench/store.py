@@ -25,13 +25,13 @@ from typing import Any, Iterable, Iterator
 
 from pydantic import BaseModel, Field, ValidationError
 
-from dybench.atomic import write_json_atomic
+from dybench.atomic import write_json_atomic, write_text_atomic
 from dybench.data import pydantic_message
 from dybench.errors import DyBenchError
 from dybench.locks import describe_holder, file_lock
 from dybench.prompts import PromptTemplate
 from dybench.schema import Item, Prediction
-from dybench.text_files import BOM, read_text
+from dybench.text_files import decode_text, read_text
 
 RUN_JSON = "run.json"
 PREDICTIONS = "predictions.jsonl"
@@ -160,17 +160,6 @@ def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
     return names
 
 
-def _decode_row(line: bytes, where: str) -> str:
-    """One line of predictions.jsonl as text; bytes that are not UTF-8 stop with the line named."""
-    try:
-        return line.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DyBenchError(
-            f"{where}: not UTF-8 (byte 0x{line[exc.start]:02x} at column {exc.start + 1}); "
-            "delete the line to redo that item"
-        ) from None
-
-
 class PredictionStore:
     """`RUN_DIR/predictions.jsonl` for one fingerprint: read what is finished, append batches."""
 
@@ -195,10 +184,10 @@ class PredictionStore:
         or a row made with different settings stops with the line number."""
         complete, _torn = self._complete_bytes()
         rows: dict[str, Prediction] = {}
-        # Split on b"\n" only: a reply may hold U+2028 or \x1c, which str.splitlines() also breaks at.
-        for number, line in enumerate(complete.split(b"\n"), start=1):
+        text = decode_text(complete, self.path, advice="delete the line to redo that item")
+        # Split on "\n" only: a reply may hold U+2028 or \x1c, which str.splitlines() also breaks at.
+        for number, raw in enumerate(text.split("\n"), start=1):
             where = f"{self.path}:{number}"
-            raw = _decode_row(line.removeprefix(BOM) if number == 1 else line, where)
             if not raw.strip():
                 continue
             try:
@@ -408,12 +397,6 @@ def merge_runs(shard_dirs: list[Path], out: Path) -> tuple[RunConfig, dict[str, 
             }
         )
         out.mkdir(parents=True, exist_ok=True)
-        tmp = out / f".{PREDICTIONS}.partial"
-        with tmp.open("w", encoding="utf-8") as handle:
-            for row in merged.values():
-                handle.write(row.model_dump_json() + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(out / PREDICTIONS)
+        write_text_atomic(out / PREDICTIONS, "".join(row.model_dump_json() + "\n" for row in merged.values()))
         write_json_atomic(out / RUN_JSON, record.model_dump(mode="json"))
         return record, merged

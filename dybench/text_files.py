@@ -10,8 +10,9 @@ from dybench.errors import DyBenchError
 BOM = b"\xef\xbb\xbf"
 
 
-def decode_text(data: bytes, source: str | Path) -> str:
-    """`data` as text (a leading BOM dropped); `source` names it in the error."""
+def decode_text(data: bytes, source: str | Path, advice: str = "save the file as UTF-8") -> str:
+    """`data` as text (a leading BOM dropped); `source` names it in the error, `advice` says what
+    to do about it."""
     # The BOM is cut off here rather than by the "utf-8-sig" codec, whose error offsets would then
     # count from after it and name the wrong byte (and, at a line's start, the wrong line).
     body = data.removeprefix(BOM)
@@ -21,8 +22,7 @@ def decode_text(data: bytes, source: str | Path) -> str:
         offset = exc.start + len(data) - len(body)
         line = data[:offset].count(b"\n") + 1
         raise DyBenchError(
-            f"{source}:{line}: not UTF-8 text (byte 0x{data[offset]:02x} at offset {offset}); "
-            "save the file as UTF-8"
+            f"{source}:{line}: not UTF-8 text (byte 0x{data[offset]:02x} at offset {offset}); {advice}"
         ) from None
 
 

@@ -313,8 +313,8 @@ def iter_frames(index: StreamIndex, positions: Sequence[int], max_held_bytes: in
                     yield image
                     break
                 if remaining[position] and position >= window and position not in held:
-                    held[position] = _rgb(frame)
-                    if max_held_bytes is not None and sum(a.nbytes for a in held.values()) > max_held_bytes:
+                    held[position] = _rgb(frame)  # every frame of a stream has one size
+                    if max_held_bytes is not None and len(held) * held[position].nbytes > max_held_bytes:
                         raise VideoError(_too_much_held(index, max_held_bytes))
     finally:
         reader.close()
