@@ -668,36 +668,26 @@ def hflip(frames: np.ndarray) -> np.ndarray:
 
 def reverse(frames: np.ndarray) -> np.ndarray:
     """Play the clip backwards."""
-    return np.ascontiguousarray(frames[::-1])
+    return apply_transform(frames, "reverse")
 
 
 def swap_segments(frames: np.ndarray, boundary: int) -> np.ndarray:
     """Swap the two segments [0, boundary) and [boundary, T)."""
-    if not 0 < boundary < len(frames):
-        raise DyBenchError(f"segment boundary {boundary} must lie inside the clip (1..{len(frames) - 1})")
-    return np.ascontiguousarray(np.concatenate([frames[boundary:], frames[:boundary]]))
+    return apply_transform(frames, "swap_segments", boundary)
 
 
 def apply_transform(frames: np.ndarray, transform: str, boundary: int | None = None) -> np.ndarray:
-    """Apply "original", "hflip", "reverse", "swap_segments" or a composite like "hflip+reverse"."""
+    """Apply "original", "hflip", "reverse", "swap_segments" or a composite like "hflip+reverse"
+    (the frame order and mirroring `transform_plan` decides)."""
     if transform == "original":
         return frames
-    for part in transform.split("+"):
-        if part == "hflip":
-            frames = hflip(frames)
-        elif part == "reverse":
-            frames = reverse(frames)
-        elif part == "swap_segments":
-            if boundary is None:
-                raise DyBenchError("swap_segments needs the segment boundary")
-            frames = swap_segments(frames, boundary)
-        else:
-            raise DyBenchError(f"unknown transform {part!r}")
-    return frames
+    order, mirrored = transform_plan(len(frames), transform, boundary)
+    reordered = np.ascontiguousarray(frames[order])
+    return hflip(reordered) if mirrored else reordered
 
 
 def transform_plan(n_frames: int, transform: str, boundary: int | None = None) -> tuple[list[int], bool]:
-    """What `apply_transform` does to a clip of `n_frames`, without the frames: the source frame of
+    """What a transform does to a clip of `n_frames`, without the frames: the source frame of
     each output frame, in output order, and whether each frame is mirrored. Lets a counterfactual
     be made by streaming frames through the encoder (`apply_transform(frames, t, b)` equals
     `frames[order]`, mirrored if `mirrored`)."""
