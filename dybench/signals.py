@@ -38,24 +38,3 @@ def interrupt_exit_code() -> int:
     """143 if the interrupt came from SIGTERM, 130 otherwise (Ctrl-C)."""
     return SIGTERM_EXIT if signal.SIGTERM in _received else SIGINT_EXIT
 
-
-def stop_resource_tracker() -> None:
-    """Stop Python's multiprocessing resource tracker (started by engines and process pools) and wait
-    for it, so it does not outlive the command by the moment it takes to notice the exit.
-
-    multiprocessing's own exit handler runs first (it is what would run at interpreter exit: pool
-    and semaphore finalizers, which still talk to the tracker); then the tracker is stopped with its
-    own stop method. Both are private to the standard library, hence the guards."""
-    import multiprocessing.util
-    from multiprocessing import resource_tracker
-
-    exit_function = getattr(multiprocessing.util, "_exit_function", None)
-    tracker = getattr(resource_tracker, "_resource_tracker", None)
-    stop = getattr(tracker, "_stop", None)
-    if not callable(exit_function) or not callable(stop):
-        return
-    try:
-        exit_function()
-        stop()
-    except OSError:
-        pass

@@ -247,6 +247,10 @@ class Interrupted:
         _, stderr = self.process.communicate(timeout=timeout_s)
         elapsed = time.monotonic() - sent
         left = processes_in_group(self.process.pid)
+        exiting_until = time.monotonic() + 5  # a process already on its way out is not left behind
+        while left and time.monotonic() < exiting_until:
+            time.sleep(0.1)
+            left = processes_in_group(self.process.pid)
         assert not left, f"processes outlived the command: {[command_line(pid) for pid in left]}"
         return self.process.returncode, elapsed, stderr
 

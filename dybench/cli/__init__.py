@@ -25,7 +25,7 @@ from dybench.cli.score import score_command
 from dybench.cli.tasks import list_tasks
 from dybench.cli.train import train_command
 from dybench.errors import DyBenchError
-from dybench.signals import interrupt_exit_code, stop_resource_tracker, terminate_as_interrupt
+from dybench.signals import interrupt_exit_code, terminate_as_interrupt
 
 app = typer.Typer(
     name="dybench",
@@ -68,8 +68,6 @@ def main() -> None:
         fail("interrupted", code=interrupt_exit_code())
     except OSError as exc:
         fail(os_error_message(exc))
-    finally:
-        stop_resource_tracker()
 
 
 def os_error_message(exc: OSError) -> str:
