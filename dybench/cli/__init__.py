@@ -12,6 +12,10 @@ if sys.argv[:1] == ["-m"]:  # `python -m dybench.cli` is importing this package 
 
 import typer
 
+from dybench.plugins import load_plugins_or_exit
+
+load_plugins_or_exit()  # before the command modules: their --help lists registry names
+
 from dybench.cli.build import build_pairs_command
 from dybench.cli.common import console, fail
 from dybench.cli.eval import eval_command, merge_command
