@@ -13,8 +13,6 @@ from a reply is redacted (dybench.redact) and cut to `MAX_STORED_OUTPUT_CHARS`.
 from __future__ import annotations
 
 import dataclasses
-import os
-import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ from rich.text import Text
 
 from dybench.atomic import write_json_atomic
 from dybench.backends.base import Backend, BatchInterrupted, Request, Response, Sampling
+from dybench.backends.registry import backend_entry
 from dybench.data import Dataset, load_data
 from dybench.errors import DyBenchError
 from dybench.escaping import rich_text
@@ -63,18 +62,11 @@ from dybench.store import (
 )
 from dybench.video import SampledClip, load_clip
 
-DEFAULT_BATCH_SIZES = {"vllm": 32, "openai": 32, "hf": 4, "baseline": 16}
-"""Items per backend call when --batch-size is not given: large enough for vLLM to schedule and an
-OpenAI server to run concurrently, small enough that decoded frames fit in memory and an
-interruption loses little."""
 DEFAULT_NUM_FRAMES = 16
 """Frames sampled when neither the model's defaults nor the command line say how many."""
 
 PREFETCH_BATCHES = 2
 """Batches decoded ahead of the one the backend is answering."""
-
-TEST_SLEEP_ENV = "DYBENCH_TEST_SLEEP_AFTER_BATCH"
-"""Test hook: seconds to sleep after each stored batch, so a test can kill a run halfway."""
 
 MAX_STORED_OUTPUT_CHARS = 65_536
 """Most characters of one reply stored in predictions.jsonl. A longer reply (a model that never
@@ -445,7 +437,7 @@ def execute_run(plan: PlannedRun, engine: Backend, decode_workers: int = 2, prog
     with hold_run_dir(run_dir):
         try:
             store = open_run(run_dir, config)
-            batch_size = plan.batch_size or DEFAULT_BATCH_SIZES.get(config.backend.split(":")[0], 8)
+            batch_size = plan.batch_size or backend_entry(config.backend).default_batch_size
             finished = store.load()
             todo = [item for item in selected if item.id not in finished]
             if finished and progress:
@@ -475,7 +467,6 @@ def _run_batches(dataset: Dataset, todo: list[Item], total: int, engine: Backend
                  template: PromptTemplate, settings: VideoSettings, sampling: Sampling, batch_size: int,
                  decode_workers: int, progress: bool, console: Console, probe: str | None = None) -> None:
     batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
-    sleep_s = float(os.environ.get(TEST_SLEEP_ENV, "0") or 0)
     done = total - len(todo)
     with ThreadPoolExecutor(max_workers=max(1, decode_workers), thread_name_prefix="decode") as pool, \
             store.appender() as appender, make_progress(console, progress) as bar:
@@ -500,8 +491,6 @@ def _run_batches(dataset: Dataset, todo: list[Item], total: int, engine: Backend
                 appender.append(predictions_for(decoded, responses, store, template))
                 done += len(batch)
                 bar.update(task, completed=done)
-                if sleep_s:
-                    time.sleep(sleep_s)
         except KeyboardInterrupt:
             _cancel(pending)
             raise

@@ -7,9 +7,12 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 from typing import Callable
 
-from dybench.train.trainer import PAUSE_ENV
+PAUSE_ENV = "DYBENCH_TEST_PAUSE_AT"
+PAUSE_PLUGIN = str(Path(__file__).parent / "plugins" / "pause_points.py")
+"""`PHASE:SECONDS` for the pause_points plugin (tests/plugins/pause_points.py), which `pause=` loads."""
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 180) -> None:
@@ -26,6 +29,7 @@ def interrupt(cmd: list[str], signum: int, when: Callable[[], bool], what: str, 
     env = os.environ.copy()
     if pause:
         env[PAUSE_ENV] = pause
+        env["DYBENCH_PLUGINS"] = ",".join(filter(None, [env.get("DYBENCH_PLUGINS"), PAUSE_PLUGIN]))
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                                start_new_session=True)
     try:

@@ -1,7 +1,7 @@
 """`dybench eval` end to end: resumable after SIGKILL, bad input fails fast, shards merge exactly.
 
 Runs go through the real command line in a subprocess where the behaviour is about the process
-(exit code, one-line errors, being killed). The test hook DYBENCH_TEST_SLEEP_AFTER_BATCH makes a
+(exit code, one-line errors, being killed). A test plugin (tests/slow_runs.py) makes a
 run slow enough to be killed halfway.
 """
 
@@ -23,7 +23,8 @@ import pytest
 from cli_errors import assert_one_line_error
 from trickle import write_trickling
 from dybench.data import load_data
-from dybench.evaluate import TEST_SLEEP_ENV, run_eval
+from dybench.evaluate import run_eval
+from slow_runs import slow_batches
 
 CLI = [sys.executable, "-c", "from dybench.cli import main; main()"]
 
@@ -86,7 +87,7 @@ def test_sigkill_halfway_then_rerun_gives_every_item_once_and_the_same_scores(sy
     assert reference.returncode == 0, reference.stderr
 
     run = tmp_path / "killed"
-    process = subprocess.Popen([*CLI, *args, "--out", str(run)], env={**os.environ, TEST_SLEEP_ENV: "0.3"},
+    process = subprocess.Popen([*CLI, *args, "--out", str(run)], env={**os.environ, **slow_batches(0.3)},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     predictions = run / "predictions.jsonl"
@@ -114,7 +115,7 @@ def test_ctrl_c_keeps_finished_batches_and_says_how_to_resume(synthetic_test_set
     process = subprocess.Popen(
         [*CLI, "eval", "--model", "baseline:constant", "--data", str(synthetic_test_set), "--out", str(run),
          "--batch-size", "1", "--no-progress"],
-        env={**os.environ, TEST_SLEEP_ENV: "0.3", "COLUMNS": "200"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, **slow_batches(0.3), "COLUMNS": "200"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True,
     )
     predictions = run / "predictions.jsonl"
@@ -274,7 +275,7 @@ def test_baseline_eval_interrupted_at_any_point_resumes_to_the_uninterrupted_res
     assert reference.returncode == 0, reference.stderr
 
     run = tmp_path / "run"
-    command = Interrupted([*args, "--out", str(run)], env={TEST_SLEEP_ENV: "0.1"})
+    command = Interrupted([*args, "--out", str(run)], env={**slow_batches(0.1)})
     if point == "run folder created":
         assert wait_until(lambda: (run / "run.json").exists()), "the run did not start"
     else:
@@ -310,7 +311,7 @@ def test_hf_eval_interrupted_while_loading_and_while_generating_resumes_to_the_s
     code, elapsed, stderr = loading.stop(signum)
     assert code == EXIT_CODES[signum] and "Traceback" not in stderr and elapsed < 10.0, stderr[-2000:]
 
-    generating = Interrupted([*args, "--out", str(run)], env={**cache, TEST_SLEEP_ENV: "0.5"})
+    generating = Interrupted([*args, "--out", str(run)], env={**cache, **slow_batches(0.5)})
     assert wait_until(lambda: n_stored(run) >= 2, timeout_s=240)
     code, elapsed, stderr = generating.stop(signum)
     assert code == EXIT_CODES[signum] and "rerun the same command to resume" in stderr, stderr[-2000:]
@@ -445,7 +446,7 @@ def test_a_sigtermed_vllm_eval_leaves_no_engine_process_behind(synthetic_test_se
         ["eval", "--model", "tiny-random-qwen3-vl", "--backend", "vllm", "--max-model-len", "2048", "--data",
          str(synthetic_test_set), "--limit", "6", "--num-frames", "4", "--max-tokens", "2", "--batch-size", "1",
          "--no-progress", "--out", str(run)],
-        env={"DYBENCH_CACHE": str(tmp_path / "cache"), TEST_SLEEP_ENV: "1.0"},
+        env={"DYBENCH_CACHE": str(tmp_path / "cache"), **slow_batches(1.0)},
     )
     assert wait_until(lambda: n_stored(run) >= 1 or command.process.poll() is not None, timeout_s=500)
     assert command.process.poll() is None, command.process.communicate()[1][-3000:]

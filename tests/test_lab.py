@@ -89,7 +89,7 @@ def test_quick_experiment_runs_end_to_end_and_writes_its_three_files(tmp_path: P
 def test_an_interrupted_quick_experiment_finishes_like_an_uninterrupted_one(tmp_path: Path, model_cache) -> None:
     """SIGINT while the warm start loads, SIGTERM in its first update, SIGTERM during an RL run:
     each rerun of the same command continues, and the results equal those of a run left alone."""
-    from dybench.train.trainer import PAUSE_ENV
+    from signal_runs import PAUSE_ENV
 
     def lab(out: Path) -> list[str]:
         return [sys.executable, "-m", "dybench.cli", "lab", "shortcut", "--out", str(out), "--quick", "--no-progress"]

@@ -11,7 +11,8 @@ from dybench.errors import DyBenchError
 from dybench.train.advantages import group_advantages
 from dybench.train.config import RewardWeights, TGRPOSettings, load_config
 from dybench.train.loss import kl_k3, policy_loss, sft_loss
-from dybench.train.rewards import Group, behave, correctness, crr_aug, crr_orig, format_ok, group_rewards, temporal_bonus
+from dybench.train.algorithms import group_rewards
+from dybench.train.rewards import Group, behave, correctness, crr_aug, crr_orig, format_ok, temporal_bonus
 
 # gt is "A" everywhere below; "C" is the null option.
 
@@ -87,14 +88,14 @@ def test_crpo_group_rewards_weight_every_term_per_branch():
     group = Group(
         answer="A", answer_changes=True, counterfactual_answer="B",
         orig_answers=["A", "B"], orig_texts=["<answer>A</answer>", "B"],
-        aux_answers=["B", "A"], aux_texts=["<answer>B</answer>", "<answer>A</answer>"],
+        second_answers=["B", "A"], second_texts=["<answer>B</answer>", "<answer>A</answer>"],
     )
     weights = RewardWeights(correct=1, format=0.5, crr_orig=2, behave=3, crr_aug=4)
     rewards = group_rewards("crpo", group, weights)
     # orig 1: correct 1 + format .5 + crr 2 * (1 * 1/2); orig 2: nothing
     assert rewards.orig == pytest.approx([2.5, 0.0])
     # cf 1: format .5 + behave 3 + crr_aug 4 * (1 * 1/2); cf 2: format .5 only
-    assert rewards.aux == pytest.approx([5.5, 0.5])
+    assert rewards.second == pytest.approx([5.5, 0.5])
     assert rewards.terms["cf/correct"] == [1, 0]
     assert {"orig/correct", "orig/format", "orig/crr", "cf/format", "cf/behave", "cf/crr"} <= set(rewards.terms)
 
@@ -103,15 +104,15 @@ def test_grpo_rewards_only_the_original_branch():
     group = Group(answer="A", answer_changes=True, counterfactual_answer="B",
                   orig_answers=["A", "B"], orig_texts=["<answer>A</answer>", "x"])
     rewards = group_rewards("grpo", group, RewardWeights())
-    assert rewards.orig == [2.0, 0.0] and rewards.aux == []
+    assert rewards.orig == [2.0, 0.0] and rewards.second == []
     assert not any("crr" in name for name in rewards.terms)
 
 
 def test_tgrpo_adds_the_bonus_to_correct_ordered_rollouts():
     group = Group(answer="A", answer_changes=True, counterfactual_answer="B",
-                  orig_answers=["A", "B"], orig_texts=["A", "B"], aux_answers=["B", "B"], aux_texts=["B", "B"])
+                  orig_answers=["A", "B"], orig_texts=["A", "B"], second_answers=["B", "B"], second_texts=["B", "B"])
     rewards = group_rewards("t-grpo", group, RewardWeights(format=0), TGRPOSettings(alpha=0.3, mu=0.8), "letter")
-    assert rewards.orig == pytest.approx([1.3, 0.0]) and rewards.aux == []
+    assert rewards.orig == pytest.approx([1.3, 0.0]) and rewards.second == []
 
 
 def test_advantages_per_branch_and_joint():
@@ -203,5 +204,5 @@ def test_crpo_pays_no_relation_reward_for_a_question_the_router_could_not_classi
     group = Group(answer="A", answer_changes=None, counterfactual_answer=None, orig_answers=["A", "B", None],
                   orig_texts=["<answer>A</answer>", "<answer>B</answer>", "x"])
     rewards = group_rewards("crpo", group, RewardWeights(crr_orig=5.0))
-    assert rewards.orig == [2.0, 1.0, 0.0] and rewards.aux == []
+    assert rewards.orig == [2.0, 1.0, 0.0] and rewards.second == []
     assert set(rewards.terms) == {"orig/correct", "orig/format"}

@@ -14,7 +14,7 @@ import pytest
 from cli_errors import assert_one_line_error
 from dybench.data import load_data
 from dybench.errors import DyBenchError
-from dybench.evaluate import TEST_SLEEP_ENV
+from slow_runs import slow_batches
 from dybench.prompts import template_for
 from dybench.schema import Item, Prediction
 from dybench.store import (
@@ -220,7 +220,7 @@ def eval_args(data: Path, run: Path) -> list[str]:
 def test_a_second_eval_into_a_busy_run_directory_fails_at_once_naming_the_writer(synthetic_test_set, tmp_path):
     run = tmp_path / "run"
     n_items = len(load_data(str(synthetic_test_set)).items)
-    first = subprocess.Popen(eval_args(synthetic_test_set, run), env={**os.environ, TEST_SLEEP_ENV: "1.0"},
+    first = subprocess.Popen(eval_args(synthetic_test_set, run), env={**os.environ, **slow_batches(1.0)},
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     predictions = run / "predictions.jsonl"
     deadline = time.monotonic() + 120
@@ -243,7 +243,7 @@ def test_two_evals_started_together_never_duplicate_or_lose_a_prediction(synthet
     items = sorted(item.id for item in load_data(str(synthetic_test_set)).items)
     for trial in range(3):
         run = tmp_path / f"run{trial}"
-        both = [subprocess.Popen(eval_args(synthetic_test_set, run), env={**os.environ, TEST_SLEEP_ENV: "0.2"},
+        both = [subprocess.Popen(eval_args(synthetic_test_set, run), env={**os.environ, **slow_batches(0.2)},
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
         errors = [process.communicate(timeout=300)[1] for process in both]
         codes = sorted(process.returncode for process in both)

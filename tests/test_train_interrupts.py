@@ -2,7 +2,7 @@
 (with --resume) finishes, with the same metrics and weights as an uninterrupted run, and no process
 of the command outlives it. Real subprocesses, real signals, the tiny Qwen3-VL on CPU.
 
-The trainer's test hook (`DYBENCH_TEST_TRAIN_PAUSE=PHASE:SECONDS`) makes it stop once at a known
+A test plugin (tests/plugins/pause_points.py, `pause=PHASE:SECONDS`) makes the trainer stop once at a known
 point and say so with a marker file, so a signal lands in model loading, in the first step's
 rollouts or in the optimizer update rather than wherever the scheduler happens to be.
 """

@@ -166,7 +166,7 @@ def test_policy_learns_a_reward_that_favours_one_letter(small_train_set: Path, t
 
     def favour_a(group) -> GroupRewards:
         rewards = [float(text.strip() == "A") for text in group.orig_texts]
-        return GroupRewards(orig=rewards, aux=[], terms={"orig/favoured": rewards})
+        return GroupRewards(orig=rewards, second=[], terms={"orig/favoured": rewards})
 
     def prob_a(trainer: Trainer) -> float:
         tokenizer = trainer.tokenizer

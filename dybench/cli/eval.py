@@ -9,11 +9,11 @@ import typer
 from rich.table import Table
 
 from dybench.backends.base import Sampling
+from dybench.backends.registry import backend_names
 from dybench.signals import interrupt_exit_code
 from dybench.cli.common import console, err_console, fail
 from dybench.escaping import rich_text
 
-BACKENDS = ("vllm", "openai", "hf", "baseline")
 
 
 def _percent(value: Any) -> str:
@@ -53,7 +53,7 @@ def eval_command(
                              "release) or timeblind:PATH/data.jsonl."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory: predictions.jsonl, run.json, scores.json. "
                              "Rerunning the same command with the same --out resumes."),
-    backend: Optional[str] = typer.Option(None, "--backend", "-b", help="vllm | openai | hf | baseline "
+    backend: Optional[str] = typer.Option(None, "--backend", "-b", help=f"{' | '.join(backend_names())} "
                                           "(default: the model's default backend)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate only the first N items "
                                         "(rounded up to finish the last pair)."),
@@ -104,8 +104,8 @@ def eval_command(
     """
     from dybench.evaluate import EvalInterrupted, run_eval
 
-    if backend is not None and backend not in BACKENDS:
-        fail(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if backend is not None and backend not in backend_names():
+        fail(f"--backend {backend!r}: choose one of {', '.join(backend_names())}")
     options = {
         "base_url": base_url,
         "api_key_env": api_key_env,

@@ -10,10 +10,10 @@ from rich import box
 from rich.table import Table
 
 from dybench.backends.base import Sampling
+from dybench.backends.registry import backend_names
 from dybench.signals import interrupt_exit_code
 from dybench.cli.common import console, err_console, fail
 from dybench.escaping import rich_text
-from dybench.cli.eval import BACKENDS
 from dybench.probes import PROBES
 from dybench.tables import SHORT_NAMES, interval, percent
 
@@ -81,7 +81,7 @@ def probe_command(
                              "probes.json and probes.png. Rerunning the same command resumes."),
     probes: str = typer.Option(",".join(PROBES), "--probes", help="Comma-separated probes to run besides the "
                                "full video."),
-    backend: Optional[str] = typer.Option(None, "--backend", "-b", help="vllm | openai | hf | baseline "
+    backend: Optional[str] = typer.Option(None, "--backend", "-b", help=f"{' | '.join(backend_names())} "
                                           "(default: the model's default backend)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate only the first N items "
                                         "(rounded up to finish the last pair)."),
@@ -119,8 +119,8 @@ def probe_command(
     from dybench.evaluate import EvalInterrupted
     from dybench.probe_suite import CHART, SUMMARY, run_probe_suite
 
-    if backend is not None and backend not in BACKENDS:
-        fail(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if backend is not None and backend not in backend_names():
+        fail(f"--backend {backend!r}: choose one of {', '.join(backend_names())}")
     options = {"base_url": base_url, "api_key_env": api_key_env, "concurrency": concurrency, "timeout_s": request_timeout,
                "tensor_parallel_size": tensor_parallel_size, "max_model_len": max_model_len, "dtype": dtype,
                "device": device}

@@ -11,8 +11,8 @@ import typer
 from dybench.signals import interrupt_exit_code
 from dybench.cli.common import console, fail
 from dybench.escaping import rich_text
+from dybench.train.algorithms import ALGORITHMS
 
-ALGOS = ("crpo", "grpo", "t-grpo", "sft")
 
 
 def train_command(
@@ -22,7 +22,8 @@ def train_command(
                                        "`dybench build-pairs --split train` (or any manifest folder)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder: HF checkpoint (model + processor), "
                                        "metrics.jsonl, train_config.yaml, checkpoints/."),
-    algo: Optional[str] = typer.Option(None, "--algo", help="crpo (default) | grpo | t-grpo | sft."),
+    algo: Optional[str] = typer.Option(None, "--algo", help=f"{' | '.join(ALGORITHMS.names())} (default crpo): "
+                                 "dybench/train/algorithms.py, or a plugin (DYBENCH_PLUGINS)."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Optimizer updates (default 100)."),
     group_size: Optional[int] = typer.Option(None, "--group-size", "-G", min=1, help="Rollouts per question and "
                                              "branch (default 4). CRPO and T-GRPO generate 2G per question: give "
@@ -93,7 +94,7 @@ def train_command(
         console.print(
         f"[bold]{settings.algo}[/] on {len(trainer.questions)} questions from {rich_text(settings.data)}: "
             f"{settings.max_steps} updates of {settings.batch_size * settings.grad_accum} questions x "
-            f"{settings.rollouts_per_question if settings.algo != 'sft' else 1} rollouts (per process)"
+            f"{1 if settings.algorithm.supervised else settings.rollouts_per_question} rollouts (per process)"
             + (f"; {processes} processes: {processes * settings.batch_size * settings.grad_accum} questions per update"
                if processes > 1 else "")
         )

@@ -25,9 +25,9 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from rich.console import Console
 
 from dybench.atomic import write_text_atomic
@@ -35,10 +35,10 @@ from dybench.data import pydantic_message
 from dybench.errors import DyBenchError
 from dybench.escaping import rich_text
 from dybench.lab.shortcut_data import build_splits, shortcut_rate
+from dybench.train.algorithms import ALGORITHMS
 from dybench.train.config import AdvantageMode, RewardWeights
 from dybench.yaml_files import read_yaml_mapping
 
-Algo = Literal["grpo", "t-grpo", "crpo"]
 SETTINGS = "lab.json"
 DONE = "lab-done"
 """Marker written into a training run's folder once it has finished and been exported."""
@@ -59,7 +59,8 @@ class ShortcutSettings(BaseModel):
 
     model: str = Field("tiny-random-qwen3-vl", description="base model (alias or checkpoint folder)")
     seeds: int = Field(3, ge=1, le=20, description="RL seeds per algorithm (0 .. seeds-1)")
-    algos: list[Algo] = Field(default_factory=lambda: ["grpo", "t-grpo", "crpo"], min_length=1)
+    algos: list[str] = Field(default_factory=lambda: ["grpo", "t-grpo", "crpo"], min_length=1,
+                             description="RL algorithms compared (names from dybench/train/algorithms.py)")
     cue: dict[str, str] = Field(
         default_factory=lambda: {"right": "red", "left": "blue", "up": "green", "down": "yellow"},
         description="training clips: colour of the moving object per direction (the shortcut)",
@@ -91,9 +92,19 @@ class ShortcutSettings(BaseModel):
         return cls(seeds=1, train_pairs=4, test_pairs=4, warm_steps=2, warm_batch=4, rl_steps=2, rl_batch=2,
                    group_size=2, eval_every=1, probes=False)
 
+    @field_validator("algos")
+    @classmethod
+    def _rl_algorithms(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if name not in ALGORITHMS or ALGORITHMS.get(name).supervised:
+                rl = [n for n, a in ALGORITHMS.items() if not a.supervised]
+                raise ValueError(f"{name!r} is not an RL algorithm; known: {', '.join(rl)}")
+        return names
+
     def group_for(self, algo: str) -> int:
-        """Rollouts per question and branch: equal rollouts per question for every algorithm."""
-        return 2 * self.group_size if algo == "grpo" else self.group_size
+        """Rollouts per question and branch: equal rollouts per question for every algorithm (one
+        that rolls out a single branch gets twice the group)."""
+        return self.group_size * 2 // ALGORITHMS.get(algo).branches
 
 
 class RunResult(BaseModel):
@@ -191,7 +202,7 @@ def train_config(settings: ShortcutSettings, algo: str, data: Path, model: str, 
 
     common = dict(model=model, data=str(data), out=out, seed=seed, answer_format="letter", null_option=False,
                   max_new_tokens=2, beta=settings.beta, display=False, save_every=25, keep_checkpoints=1)
-    if algo == "sft":
+    if ALGORITHMS.get(algo).supervised:
         return load_config(**common, algo="sft", max_steps=settings.warm_steps, batch_size=settings.warm_batch,
                            lr=settings.warm_lr, group_size=1)
     return load_config(**common, algo=algo, max_steps=settings.rl_steps, batch_size=settings.rl_batch,

@@ -11,7 +11,18 @@ whole group), `advantages`, `loss`, `trainer` (the loop, checkpoints, metrics), 
     train(load_config(model="tiny-random-qwen3-vl", data="data/train", out="runs/crpo", max_steps=3))
 """
 
+from typing import Any
+
 from dybench.train.config import TrainConfig, load_config
-from dybench.train.trainer import Trainer, TrainingInterrupted, train
+
+
+def __getattr__(name: str) -> Any:
+    # The trainer imports torch (seconds): the command line reads the algorithm registry and the
+    # config on every start, so the trainer is imported only when it is asked for.
+    if name in ("Trainer", "TrainingInterrupted", "train"):
+        from dybench.train import trainer
+
+        return getattr(trainer, name)
+    raise AttributeError(f"module 'dybench.train' has no attribute {name!r}")
 
 __all__ = ["TrainConfig", "Trainer", "TrainingInterrupted", "load_config", "train"]

@@ -28,18 +28,18 @@ def normalise(rewards: torch.Tensor, scale: bool = True) -> torch.Tensor:
 
 def group_advantages(
     orig: Sequence[float],
-    aux: Sequence[float],
+    second: Sequence[float],
     mode: AdvantageMode = "per_branch",
     scale: bool = True,
 ) -> tuple[list[float], list[float]]:
     """Advantages for one question's original and counterfactual rollouts."""
     orig_t = torch.tensor(list(orig), dtype=torch.float64)
-    aux_t = torch.tensor(list(aux), dtype=torch.float64)
-    if mode == "joint" and aux_t.numel():
-        both = normalise(torch.cat([orig_t, aux_t]), scale)
+    second_t = torch.tensor(list(second), dtype=torch.float64)
+    if mode == "joint" and second_t.numel():
+        both = normalise(torch.cat([orig_t, second_t]), scale)
         return both[: len(orig_t)].tolist(), both[len(orig_t) :].tolist()
     if mode not in ("per_branch", "joint"):
         raise ValueError(f"unknown advantage mode {mode!r}")
     orig_a = normalise(orig_t, scale).tolist() if orig_t.numel() else []
-    aux_a = normalise(aux_t, scale).tolist() if aux_t.numel() else []
-    return orig_a, aux_a
+    second_a = normalise(second_t, scale).tolist() if second_t.numel() else []
+    return orig_a, second_a

@@ -8,16 +8,19 @@ repeated exactly.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dybench.errors import DyBenchError
 from dybench.schema import TransformName
 from dybench.yaml_files import read_yaml_mapping
 
-Algorithm = Literal["crpo", "grpo", "t-grpo", "sft"]
+if TYPE_CHECKING:
+    from dybench.registry import Registry
+    from dybench.train.algorithms import Algorithm
+
 AdvantageMode = Literal["per_branch", "joint"]
 Precision = Literal["auto", "fp32", "bf16"]
 AnswerFormat = Literal["tag", "letter"]
@@ -84,7 +87,7 @@ class RouterSettings(_Strict):
 class TrainConfig(_Strict):
     """Everything a training run depends on."""
 
-    algo: Algorithm = "crpo"
+    algo: str = Field("crpo", description="an RL algorithm from dybench/train/algorithms.py (or a plugin)")
     model: str = Field(description="model alias (see `dybench models`) or local checkpoint folder")
     data: str = Field(description="training data: a folder built by `dybench build-pairs --split train`")
     out: Path = Field(description="output folder: HF checkpoint, metrics.jsonl, config, checkpoints/")
@@ -152,18 +155,28 @@ class TrainConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
-        if self.algo == "t-grpo" and self.group_size < 1:
-            raise ValueError("t-grpo needs group_size >= 1")
         if not self.static_transforms:
             raise ValueError("static_transforms must name at least one transform")
         if "swap_segments" in self.static_transforms:
             raise ValueError("static_transforms: swap_segments needs a segment boundary; use hflip or reverse")
         return self
 
+    @field_validator("algo")
+    @classmethod
+    def _known_algorithm(cls, name: str) -> str:
+        known = _algorithms().names()
+        if name not in known:
+            raise ValueError(f"unknown algorithm {name!r}; known: {', '.join(known)}")
+        return name
+
+    @property
+    def algorithm(self) -> Algorithm:
+        return _algorithms().get(self.algo)
+
     @property
     def rollouts_per_question(self) -> int:
         """Rollouts generated per question and step (both branches together)."""
-        return self.group_size if self.algo in ("grpo", "sft") else 2 * self.group_size
+        return self.algorithm.rollouts_per_question(self.group_size)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
@@ -189,3 +202,10 @@ def load_config(path: Path | None = None, **overrides: Any) -> TrainConfig:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
         raise DyBenchError(_message(exc, source)) from None
+
+
+def _algorithms() -> Registry[Algorithm]:
+    """The algorithm registry, imported late: its reward functions use this module's settings models."""
+    from dybench.train.algorithms import ALGORITHMS as registry
+
+    return registry

@@ -18,8 +18,8 @@ None) has no counterfactual branch: under crpo it earns correctness and format o
 T-GRPO (Video-R1): with p = accuracy of the ordered rollouts and p~ = accuracy of rollouts on
 shuffled frames, every correct ordered rollout gets +alpha when p >= mu * p~.
 
-Every function returns one float per rollout; `group_rewards` applies the weights and returns the
-named terms, which the trainer logs as they are (names contain `correct`, `format`, `crr`).
+Every function returns one float per rollout; each algorithm's reward function applies the weights and
+returns the named terms, which the trainer logs as they are (names contain `correct`, `format`, `crr`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from statistics import fmean
 from typing import Callable, Sequence
 
-from dybench.train.config import Algorithm, AnswerFormat, RewardWeights, TGRPOSettings
+from dybench.train.config import AnswerFormat, RewardWeights, TGRPOSettings
 
 Answer = str | None
 
@@ -44,15 +44,15 @@ ANSWER_FORMATS: dict[str, re.Pattern[str]] = {
 
 @dataclass(frozen=True)
 class Group:
-    """One question's rollouts. `aux_*` is the counterfactual branch (crpo) or shuffled frames (t-grpo)."""
+    """One question's rollouts. `second_*` is the second branch: the counterfactual clip (crpo) or shuffled frames (t-grpo)."""
 
     answer: str
     answer_changes: bool | None  # None: unknown kind, no counterfactual branch
     counterfactual_answer: str | None
     orig_answers: Sequence[Answer]
     orig_texts: Sequence[str]
-    aux_answers: Sequence[Answer] = ()
-    aux_texts: Sequence[str] = ()
+    second_answers: Sequence[Answer] = ()
+    second_texts: Sequence[str] = ()
 
 
 @dataclass
@@ -60,7 +60,7 @@ class GroupRewards:
     """Per-rollout totals for each branch, and every weighted term by name (for logging)."""
 
     orig: list[float]
-    aux: list[float]
+    second: list[float]
     terms: dict[str, list[float]] = field(default_factory=dict)
 
 
@@ -115,41 +115,60 @@ def temporal_bonus(ordered: Sequence[Answer], shuffled: Sequence[Answer], label:
 
 
 # --- per algorithm ----------------------------------------------------------------------------
+# Each RL algorithm's reward function (registered with it in dybench/train/algorithms.py) takes a
+# group and the run's reward settings and returns both branches' totals and the named terms.
 
 
-def group_rewards(
-    algo: Algorithm,
-    group: Group,
-    weights: RewardWeights,
-    tgrpo: TGRPOSettings | None = None,
-    answer_format: AnswerFormat = "tag",
-) -> GroupRewards:
-    """Weighted totals per rollout and the named terms, for crpo, grpo or t-grpo."""
-    label = group.answer
+def base_terms(group: Group, weights: RewardWeights, answer_format: AnswerFormat) -> tuple[dict[str, list[float]], list[float]]:
+    """Correctness and format on the original branch: the terms every algorithm starts from."""
     terms: dict[str, list[float]] = {
-        "orig/correct": correctness(group.orig_answers, label),
+        "orig/correct": correctness(group.orig_answers, group.answer),
         "orig/format": format_ok(group.orig_texts, answer_format),
     }
     orig = [weights.correct * c + weights.format * f for c, f in zip(terms["orig/correct"], terms["orig/format"])]
-    aux: list[float] = []
-    if algo == "crpo" and group.answer_changes is not None:
-        change = group.answer_changes
-        terms["orig/crr"] = crr_orig(group.orig_answers, group.aux_answers, label, change)
-        terms["cf/format"] = format_ok(group.aux_texts, answer_format)
-        terms["cf/behave"] = behave(group.aux_answers, label, change)
-        terms["cf/crr"] = crr_aug(group.orig_answers, group.aux_answers, label, change)
-        # Logged only (no weight): is the counterfactual rollout right about the new label?
-        terms["cf/correct"] = correctness(group.aux_answers, group.counterfactual_answer or "")
-        orig = [o + weights.crr_orig * r for o, r in zip(orig, terms["orig/crr"])]
-        aux = [
-            weights.format * f + weights.behave * b + weights.crr_aug * r
-            for f, b, r in zip(terms["cf/format"], terms["cf/behave"], terms["cf/crr"])
-        ]
-    elif algo == "t-grpo":
-        settings = tgrpo or TGRPOSettings()
-        terms["orig/temporal"] = temporal_bonus(group.orig_answers, group.aux_answers, label, settings.alpha, settings.mu)
-        terms["shuffled/correct"] = correctness(group.aux_answers, label)
-        orig = [o + weights.temporal * t for o, t in zip(orig, terms["orig/temporal"])]
-    elif algo not in ("grpo", "crpo"):
-        raise ValueError(f"no rewards for algorithm {algo!r}")
-    return GroupRewards(orig=orig, aux=aux, terms=terms)
+    return terms, orig
+
+
+def grpo_rewards(
+    group: Group, weights: RewardWeights, tgrpo: TGRPOSettings | None = None, answer_format: AnswerFormat = "tag"
+) -> GroupRewards:
+    """GRPO: correctness and format on the original clip only."""
+    terms, orig = base_terms(group, weights, answer_format)
+    return GroupRewards(orig=orig, second=[], terms=terms)
+
+
+def crpo_rewards(
+    group: Group, weights: RewardWeights, tgrpo: TGRPOSettings | None = None, answer_format: AnswerFormat = "tag"
+) -> GroupRewards:
+    """CRPO: GRPO's terms plus the relational terms over both branches (a question of unknown kind,
+    with no counterfactual branch, earns GRPO's terms only)."""
+    terms, orig = base_terms(group, weights, answer_format)
+    if group.answer_changes is None:
+        return GroupRewards(orig=orig, second=[], terms=terms)
+    label, change = group.answer, group.answer_changes
+    terms["orig/crr"] = crr_orig(group.orig_answers, group.second_answers, label, change)
+    terms["cf/format"] = format_ok(group.second_texts, answer_format)
+    terms["cf/behave"] = behave(group.second_answers, label, change)
+    terms["cf/crr"] = crr_aug(group.orig_answers, group.second_answers, label, change)
+    # Logged only (no weight): is the counterfactual rollout right about the new label?
+    terms["cf/correct"] = correctness(group.second_answers, group.counterfactual_answer or "")
+    orig = [o + weights.crr_orig * r for o, r in zip(orig, terms["orig/crr"])]
+    second = [
+        weights.format * f + weights.behave * b + weights.crr_aug * r
+        for f, b, r in zip(terms["cf/format"], terms["cf/behave"], terms["cf/crr"])
+    ]
+    return GroupRewards(orig=orig, second=second, terms=terms)
+
+
+def tgrpo_rewards(
+    group: Group, weights: RewardWeights, tgrpo: TGRPOSettings | None = None, answer_format: AnswerFormat = "tag"
+) -> GroupRewards:
+    """T-GRPO: GRPO's terms plus the temporal bonus against rollouts on shuffled frames."""
+    terms, orig = base_terms(group, weights, answer_format)
+    settings = tgrpo or TGRPOSettings()
+    terms["orig/temporal"] = temporal_bonus(group.orig_answers, group.second_answers, group.answer, settings.alpha, settings.mu)
+    terms["shuffled/correct"] = correctness(group.second_answers, group.answer)
+    orig = [o + weights.temporal * t for o, t in zip(orig, terms["orig/temporal"])]
+    return GroupRewards(orig=orig, second=[], terms=terms)
+
+

@@ -70,7 +70,8 @@ from dybench.train.policy import (
     weights_digest,
 )
 from dybench.train.questions import TrainQuestion, prepare_question, target_text, training_template
-from dybench.train.rewards import Group, GroupRewards, RewardFn, group_rewards
+from dybench.train.algorithms import ALGORITHMS, Algorithm
+from dybench.train.rewards import Group, GroupRewards, RewardFn
 from dybench.train.rollouts import (
     HFRolloutEngine,
     PromptBatch,
@@ -92,10 +93,6 @@ ROUTER_DIR = "router"
 CLIP_CACHE_BYTES = 2 << 30
 """Decoded clips kept in memory across steps (least recently used dropped first)."""
 StepCallback = Callable[[int, dict[str, Any], "Trainer"], None]
-
-PAUSE_ENV = "DYBENCH_TEST_TRAIN_PAUSE"
-"""Test hook: `PHASE:SECONDS` (PHASE load, rollout or update) makes the trainer write OUT/.paused-PHASE
-and sleep there once, so a test can send a signal at a known point of a run."""
 
 # Options that may differ between an interrupted run and its resumption.
 RESUMABLE_CHANGES = {"max_steps", "save_every", "keep_checkpoints", "display"}
@@ -130,7 +127,7 @@ def prepare_questions(config: TrainConfig, dataset: Dataset, router: Router | No
             question = prepare_question(item, path, router, null_text)
         except DyBenchError as exc:
             raise DyBenchError(f"{dataset.root}: item {item.id}: {exc}") from None
-        if config.algo == "crpo" and question.route.transform == "swap_segments":
+        if ALGORITHMS.get(config.algo).needs_counterfactuals and question.route.transform == "swap_segments":
             if SEGMENT_BOUNDARY_KEY not in item.meta:
                 raise DyBenchError(
                     f"{dataset.root}: item {item.id}: swap_segments needs meta.{SEGMENT_BOUNDARY_KEY} "
@@ -235,9 +232,11 @@ class Trainer:
         self.config = config
         self.resume = resume
         self.callbacks = list(callbacks)
-        self.reward_fn = reward_fn or partial(
-            group_rewards, config.algo, weights=config.rewards, tgrpo=config.tgrpo, answer_format=config.answer_format
-        )
+        self.algorithm: Algorithm = ALGORITHMS.get(config.algo)
+        rewards = self.algorithm.rewards
+        self.reward_fn = reward_fn or (rewards and partial(
+            rewards, weights=config.rewards, tgrpo=config.tgrpo, answer_format=config.answer_format
+        ))
         self._engine = engine
         self.display = display
         self.template = training_template(config.answer_format)
@@ -260,13 +259,12 @@ class Trainer:
         router = build_router(config.router, config.static_transforms, self.dataset, config.out / ROUTER_DIR)
         self.questions = prepare_questions(config, self.dataset, router)
         self.routes = route_report({q.id: q.route for q in self.questions}, config.router.kind, config.router.model)
-        if config.algo == "crpo":
+        if self.algorithm.needs_counterfactuals:
             check_swap_boundaries(self.dataset, self.questions, self.video)
         self._clips: OrderedDict[str, SampledClip] = OrderedDict()
         self.step = 0
         self._critical = False
         self._interrupt_pending = False
-        self._paused: set[str] = set()
         self._pending_row: dict[str, Any] | None = None
 
     # -- setup --
@@ -290,8 +288,7 @@ class Trainer:
             self._start_fresh()
         if self.accelerator.is_main_process:
             write_json_atomic(config.out / ROUTES_FILE, self.routes)
-        needs_reference = config.algo != "sft" and config.beta > 0
-        self._test_pause("load")
+        needs_reference = not self.algorithm.supervised and config.beta > 0
         self.policy: Policy = load_policy(config.model, config.beta, config.lora, needs_reference)
         self.tokenizer = self.policy.processor.tokenizer
         params = [p for p in self.policy.model.parameters() if p.requires_grad]
@@ -305,18 +302,6 @@ class Trainer:
         self.engine = self._engine or self._rollout_engine()
         if checkpoint is not None:
             self._restore(*checkpoint)
-
-    def _test_pause(self, phase: str) -> None:
-        value = os.environ.get(PAUSE_ENV)
-        if not value or phase in self._paused:
-            return
-        name, _, seconds = value.partition(":")
-        if name != phase:
-            return
-        self._paused.add(phase)
-        self.config.out.mkdir(parents=True, exist_ok=True)
-        (self.config.out / f".paused-{phase}").write_text("")
-        time.sleep(float(seconds or 60))
 
     def _rollout_engine(self) -> RolloutEngine:
         c = self.config
@@ -412,28 +397,18 @@ class Trainer:
         frames = apply_transform(clip.frames, question.route.transform, boundary=boundary)
         return dataclasses.replace(clip, frames=frames)
 
-    def shuffled_clip(self, question: TrainQuestion, clip: SampledClip, step: int) -> SampledClip:
-        order = list(range(len(clip.frames)))
-        random.Random(f"{self.config.seed}:{step}:{question.id}").shuffle(order)
-        return dataclasses.replace(clip, frames=clip.frames[order])
-
     def branches(self, batch: list[TrainQuestion], step: int) -> tuple[list[BranchPrompt], list[BranchPrompt | None]]:
         """(original prompts, second-branch prompts) for a micro-batch. The second list is aligned
-        with the batch: None for grpo and sft, and under crpo for a question of unknown kind."""
-        algo = self.config.algo
+        with the batch: None where the algorithm builds no second branch (grpo, sft; crpo for a
+        question of unknown kind)."""
+        build_second = self.algorithm.second_branch
         orig: list[BranchPrompt] = []
-        aux: list[BranchPrompt | None] = []
+        second: list[BranchPrompt | None] = []
         for question in batch:
             clip = self.clip(question)
             orig.append(BranchPrompt(question, clip, question.answer))
-            if algo == "crpo" and question.route.has_counterfactual:
-                assert question.counterfactual_answer is not None
-                aux.append(BranchPrompt(question, self.counterfactual_clip(question, clip), question.counterfactual_answer))
-            elif algo == "t-grpo":
-                aux.append(BranchPrompt(question, self.shuffled_clip(question, clip, step), question.answer))
-            else:
-                aux.append(None)
-        return orig, aux
+            second.append(build_second(self, question, clip, step) if build_second else None)
+        return orig, second
 
     def encode(self, prompts: list[BranchPrompt]) -> PromptBatch:
         texts = [render_prompt(p.question.shown_item(), self.template) for p in prompts]
@@ -448,41 +423,40 @@ class Trainer:
     def rl_micro_batch(self, batch: list[TrainQuestion], step: int, stats: StepStats, timing: dict[str, float]) -> None:
         c = self.config
         G = c.group_size
-        orig, aligned_aux = self.branches(batch, step)
-        aux = [prompt for prompt in aligned_aux if prompt is not None]
+        orig, aligned_second = self.branches(batch, step)
+        second = [prompt for prompt in aligned_second if prompt is not None]
         # Prompt position of each question's second branch (after all the originals).
-        aux_position = {}
-        for q, prompt in enumerate(aligned_aux):
+        second_position = {}
+        for q, prompt in enumerate(aligned_second):
             if prompt is not None:
-                aux_position[q] = len(orig) + len(aux_position)
-        prompts = self.encode(orig + aux)
+                second_position[q] = len(orig) + len(second_position)
+        prompts = self.encode(orig + second)
         started = time.perf_counter()
-        self._test_pause("rollout")
         with generation_model(self.accelerator, self.model) as generator, self.accelerator.autocast():
             rollouts = self.engine.generate(generator, prompts, G)
         timing["rollout"] += time.perf_counter() - started
 
-        answers = [extract_choice(text, p.question.options) for text, p in zip(rollouts.texts, _repeat(orig + aux, G))]
+        answers = [extract_choice(text, p.question.options) for text, p in zip(rollouts.texts, _repeat(orig + second, G))]
         train_rows: list[int] = []
         advantages: list[float] = []
         for q, question in enumerate(batch):
             o_rows = list(range(q * G, (q + 1) * G))
-            a_rows = list(range(aux_position[q] * G, (aux_position[q] + 1) * G)) if q in aux_position else []
+            s_rows = list(range(second_position[q] * G, (second_position[q] + 1) * G)) if q in second_position else []
             group = Group(
                 answer=question.answer,
                 answer_changes=question.route.answer_changes,
                 counterfactual_answer=question.counterfactual_answer,
                 orig_answers=[answers[i] for i in o_rows],
                 orig_texts=[rollouts.texts[i] for i in o_rows],
-                aux_answers=[answers[i] for i in a_rows],
-                aux_texts=[rollouts.texts[i] for i in a_rows],
+                second_answers=[answers[i] for i in s_rows],
+                second_texts=[rollouts.texts[i] for i in s_rows],
             )
             rewards = self.reward_fn(group)
             self._record_group(stats, group, rewards, question)
-            trained_aux = rewards.aux if c.algo == "crpo" else []
-            adv_orig, adv_aux = group_advantages(rewards.orig, trained_aux, c.advantage, c.scale_advantages)
-            train_rows += o_rows + (a_rows if trained_aux else [])
-            advantages += adv_orig + adv_aux
+            trained_second = rewards.second if self.algorithm.trains_second_branch else []
+            adv_orig, adv_second = group_advantages(rewards.orig, trained_second, c.advantage, c.scale_advantages)
+            train_rows += o_rows + (s_rows if trained_second else [])
+            advantages += adv_orig + adv_second
 
         rows = torch.tensor(train_rows, device=rollouts.completion_ids.device)
         ids, mask = rollouts.completion_ids[rows], rollouts.completion_mask[rows]
@@ -518,15 +492,8 @@ class Trainer:
         stats.add("reward/orig/total", rewards.orig)
         stats.add("acc/orig", [float(a == group.answer) for a in group.orig_answers])
         stats.add("invalid_rate/orig", [float(a is None) for a in group.orig_answers])
-        if self.config.algo == "crpo" and group.answer_changes is not None:
-            stats.add("reward/cf/total", rewards.aux)
-            stats.add("acc/cf", [float(a == group.counterfactual_answer) for a in group.aux_answers])
-            stats.add("invalid_rate/cf", [float(a is None) for a in group.aux_answers])
-            changed = [float(a is not None and a != group.answer) for a in group.aux_answers]
-            stats.add("answer_change_rate", changed)
-            stats.add("answer_change_rate/" + ("dynamic" if group.answer_changes else "static"), changed)
-        elif self.config.algo == "t-grpo":
-            stats.add("acc/shuffled", [float(a == group.answer) for a in group.aux_answers])
+        if self.algorithm.group_metrics is not None:
+            self.algorithm.group_metrics(stats, group, rewards)
 
     def sft_micro_batch(self, batch: list[TrainQuestion], stats: StepStats) -> None:
         orig, _ = self.branches(batch, 0)
@@ -563,7 +530,7 @@ class Trainer:
             last = index == len(micro_batches) - 1
             sync = contextlib.nullcontext() if last else self.accelerator.no_sync(self.model)
             with sync:
-                if self.config.algo == "sft":
+                if self.algorithm.supervised:
                     self.sft_micro_batch(batch, stats)
                 else:
                     self.rl_micro_batch(batch, step, stats, timing)
@@ -576,7 +543,7 @@ class Trainer:
             epoch=round(self.epoch_of(step + 1), 4),
             grad_norm=grad_norm,
             lr=self.scheduler.get_last_lr()[0],
-            rollout_time_s=round(timing["rollout"], 4) if self.config.algo != "sft" else None,
+            rollout_time_s=round(timing["rollout"], 4) if not self.algorithm.supervised else None,
         )
         values["step_time_s"] = round(time.perf_counter() - started, 4)
         return metrics_row(values)
@@ -641,7 +608,6 @@ class Trainer:
                         if self.accelerator.is_main_process:
                             self.log.append(row)
                         self.optimizer.step()
-                        self._test_pause("update")
                         self.scheduler.step()
                         self.optimizer.zero_grad(set_to_none=True)
                         self.engine.sync_weights(self.model)
