@@ -10,7 +10,6 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from pydantic import ValidationError
 
@@ -19,7 +18,6 @@ from dybench.schema import Item
 from dybench.text_files import read_text
 
 MANIFEST = "manifest.jsonl"
-Family = Literal["synthetic", "dybench", "timeblind"]
 
 
 @dataclass
@@ -27,7 +25,8 @@ class Dataset:
     """Items plus where their videos live. `family` picks the prompt template and the metrics."""
 
     name: str
-    family: Family
+    family: str
+    """A name in the dataset-family registry (dybench/families.py)."""
     root: Path
     items: list[Item]
     fingerprint: str
@@ -120,20 +119,3 @@ def load_built(folder: Path) -> Dataset:
     )
 
 
-def load_data(spec: str) -> Dataset:
-    """Resolve a `--data` spec: a built folder, `dybench:PATH` (official release) or `timeblind:FILE`."""
-    if spec.startswith("timeblind:"):
-        from dybench.timeblind import load_timeblind
-
-        return load_timeblind(Path(spec.removeprefix("timeblind:")))
-    if spec.startswith("dybench:"):
-        from dybench.official import load_official
-
-        return load_official(Path(spec.removeprefix("dybench:")))
-    folder = Path(spec)
-    if not folder.is_dir():
-        raise DyBenchError(
-            f"{spec}: no such dataset folder (expected a folder from `dybench build-pairs`, "
-            "or dybench:PATH, or timeblind:PATH/data.jsonl)"
-        )
-    return load_built(folder)

@@ -141,7 +141,7 @@ def _run_worker(eval_kwargs: dict[str, Any], env: dict[str, str], reply: Any) ->
 def _planned_shards(count: int, out: Path, eval_kwargs: dict[str, Any]) -> list[Worker]:
     """Validate every shard before any worker starts (a bad dataset, model or a conflicting
     folder fails in seconds) and note how much of each is already done."""
-    from dybench.data import load_data
+    from dybench.families import load_data
     from dybench.evaluate import plan_run
     from dybench.store import RUN_JSON, read_predictions
 

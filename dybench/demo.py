@@ -63,7 +63,7 @@ def run_demo(
 ) -> pd.DataFrame:
     """Build, evaluate, score and publish; return the leaderboard table."""
     from dybench.build import build_synthetic
-    from dybench.data import load_data
+    from dybench.families import load_data
     from dybench.evaluate import run_eval
     from dybench.leaderboard import publish
 

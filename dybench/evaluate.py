@@ -34,11 +34,13 @@ from rich.text import Text
 from dybench.atomic import write_json_atomic
 from dybench.backends.base import Backend, BatchInterrupted, Request, Response, Sampling
 from dybench.backends.registry import backend_entry
-from dybench.data import Dataset, load_data
+from dybench.data import Dataset
+from dybench.families import load_data
 from dybench.errors import DyBenchError
 from dybench.escaping import rich_text
 from dybench.probes import apply_probe, check_probe, probe_items
-from dybench.prompts import PromptTemplate, extract_for_item, render_prompt, template_for
+from dybench.families import template_for
+from dybench.prompts import PromptTemplate, extract_for_item, render_prompt
 from dybench.redact import redact, redact_data
 from dybench.schema import Item, Prediction
 from dybench.store import (

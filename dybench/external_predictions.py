@@ -19,12 +19,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from dybench.data import Dataset, load_data, pydantic_message
+from dybench.data import Dataset, pydantic_message
+from dybench.families import FAMILIES, load_data
 from dybench.errors import DyBenchError
 from dybench.schema import Prediction
 from dybench.atomic import write_json_atomic
 from dybench.store import SCORES
 from dybench.text_files import read_text
+
+TIMEBLIND_FORMAT = "timeblind"
+"""TimeBlind's own prediction rows ({index, model_output}); the timeblind family accepts them (dybench/families.py)."""
 
 
 def _rows(path: Path) -> list[tuple[str, Any]]:
@@ -107,13 +111,13 @@ def score_prediction_file(data: str, predictions_path: Path, out: Path, model: s
     if not rows:
         raise DyBenchError(f"{predictions_path}: no predictions")
     if is_timeblind_format(rows):
-        if dataset.family != "timeblind":
+        if FAMILIES.get(dataset.family).prediction_format != TIMEBLIND_FORMAT:
             raise DyBenchError(
                 f"{predictions_path}: rows in TimeBlind's format (index, model_output) need --data timeblind:PATH/data.jsonl"
             )
         raw = [row for _, row in rows]
         scores = score_predictions(dataset, timeblind_predictions(dataset, raw), timeblind_rows=raw)
-        prediction_format = "timeblind"
+        prediction_format = TIMEBLIND_FORMAT
     else:
         scores = score_predictions(dataset, our_predictions(rows))
         prediction_format = "dybench"

@@ -26,6 +26,7 @@ from dybench.errors import DyBenchError
 from dybench.escaping import html_text, markdown_text, plot_text
 from dybench.locks import file_lock, lock_path_for
 from dybench.probe_suite import PROBE_COLUMNS
+from dybench.score_blocks import SCORE_BLOCKS
 from dybench.text_files import read_text
 
 KEY = ["model", "dataset", "config_hash"]
@@ -143,13 +144,9 @@ def run_row(run_dir: Path) -> dict[str, Any]:
         if block.get("n_pairs"):
             row[f"p_acc_{category}"] = block.get("p_acc")
             row.update(_bounds(f"p_acc_{category}", block.get("p_acc_ci")))
-    timeblind = scores.get("timeblind")
-    if timeblind:
-        # TimeBlind rows carry the reference scorer's Acc, so they compare with published numbers.
-        row["acc"] = timeblind.get("acc")
-        row.update({name: timeblind.get(name) for name in ("q_acc", "v_acc", "i_acc")})
-        row.update(_bounds("i_acc", timeblind.get("i_acc_ci")))
-        row["acc_lo"] = row["acc_hi"] = None
+    for name, block in SCORE_BLOCKS.items():  # extra blocks' columns (TimeBlind's replace acc)
+        if scores.get(name):
+            row.update(block.columns(scores[name]))
     if scores.get("n_missing"):
         row["provenance"] += f"; {scores['n_missing']} items without predictions (scored wrong)"
     return row

@@ -35,13 +35,14 @@ import pandas as pd
 
 from dybench import __version__
 from dybench.data import Dataset
+from dybench.families import FAMILIES
 from dybench.official import normalise_text
 from dybench.schema import Item, Prediction, letter_index
+from dybench.score_blocks import ScoringInput, blocks_for
 
 N_BOOTSTRAP = 1000
 BOOTSTRAP_SEED = 0
 LEVEL = 0.95
-FAMILIES_WITH_TRANSFORMS = frozenset({"synthetic"})
 """Families whose items say which clip is the original and which the counterfactual. The official
 release and TimeBlind pair real videos: their loaders mark every item "original"."""
 
@@ -69,20 +70,17 @@ def _as_mapping(predictions: Mapping[str, Prediction] | Iterable[Prediction]) ->
 
 
 def predicted_letter(item: Item, prediction: Prediction, family: str) -> str | None:
-    """The letter a prediction counts as. TimeBlind items are read from the raw output with the
-    reference scorer's extraction, so every TimeBlind number follows one rule; other families use
-    the stored `pred` (extracted during eval), or extract from `output` when a row has no `pred` field."""
-    if family == "timeblind":
-        from dybench.timeblind import UnreadableRow, choice_letter, extract_choice
-
-        try:
-            return choice_letter(extract_choice(prediction.output, item.meta.get("type")))
-        except UnreadableRow:
-            return None
+    """The letter a prediction counts as: by the dataset family's own rule where it has one
+    (TimeBlind reads the raw output with its reference scorer's extraction, so every TimeBlind
+    number follows one rule); else the stored `pred` (extracted during eval), or extracted from
+    `output` when a row has no `pred` field."""
+    entry = FAMILIES.get(family)
+    if entry.read_answer is not None:
+        return entry.read_answer(item, prediction)
     if "pred" not in prediction.model_fields_set and prediction.output is not None:
-        from dybench.prompts import extract_for_item, template_for
+        from dybench.prompts import extract_for_item
 
-        return extract_for_item(prediction.output, item, template_for(family))
+        return extract_for_item(prediction.output, item, entry.template)
     return _valid_letter(prediction.pred, len(item.options))
 
 
@@ -282,7 +280,7 @@ def score_predictions(dataset: Dataset, predictions: Mapping[str, Prediction] | 
         "invalid_rate": _rate(items["invalid"].sum(), replied),
         "n_unpaired_items": int(pairs.loc[pairs["n"] == 1, "n"].sum()) if not pairs.empty else 0,
         "n_unknown_predictions": sum(1 for key in by_id if key not in known),
-        "diagnostics": _shortcut_diagnostics(items, pairs, dataset.family in FAMILIES_WITH_TRANSFORMS),
+        "diagnostics": _shortcut_diagnostics(items, pairs, FAMILIES.get(dataset.family).transforms_known),
         "control": {
             "n_pairs": int(len(control)),
             "pair_consistency": _rate(control["all_correct"].sum(), len(control)),
@@ -300,8 +298,9 @@ def score_predictions(dataset: Dataset, predictions: Mapping[str, Prediction] | 
     missing_ids = items.loc[items["missing"], "id"].tolist()
     if missing_ids:
         scores["missing_examples"] = missing_ids[:10]
-    if dataset.family == "timeblind":
-        scores["timeblind"] = timeblind_block(dataset, by_id, timeblind_rows, seed)
+    scoring = ScoringInput(dataset, by_id, items, pairs, seed, timeblind_rows)
+    for block in blocks_for(dataset):
+        scores[block.name] = block.compute(scoring)
     scores["intervals"] = {"method": "percentile bootstrap over pairs", "level": LEVEL,
                            "n_boot": N_BOOTSTRAP, "seed": seed}
     scores["notes"] = list(dataset.notes)

@@ -45,20 +45,6 @@ LETTERED = PromptTemplate(
     template="{question}\n{options}\n{instruction}",
 )
 
-TEMPLATES: dict[str, PromptTemplate] = {
-    "synthetic": LETTERED,
-    "dybench": LETTERED,
-    "timeblind": PromptTemplate(name="timeblind-v1", style="suffix", suffixes=TIMEBLIND_SUFFIXES),
-}
-
-
-def template_for(family: str) -> PromptTemplate:
-    """The prompt template of a dataset family (synthetic, dybench, timeblind)."""
-    if family not in TEMPLATES:
-        raise DyBenchError(f"no prompt template for dataset family {family!r}; known: {', '.join(TEMPLATES)}")
-    return TEMPLATES[family]
-
-
 def render_prompt(item: Item, template: PromptTemplate) -> str:
     """The text shown to the model for `item` (the video goes alongside, not in the text)."""
     if template.style == "suffix":

@@ -7,7 +7,7 @@ import pytest
 
 from dybench.backends.base import Request, Sampling
 from dybench.backends.baselines import create_baseline
-from dybench.data import load_data
+from dybench.families import load_data
 from dybench.errors import DyBenchError
 from dybench.evaluate import decode_item, run_eval
 from dybench.store import VideoSettings

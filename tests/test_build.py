@@ -18,7 +18,7 @@ import pytest
 
 from cli_errors import assert_one_line_error
 from dybench.build import build_synthetic
-from dybench.data import load_data
+from dybench.families import load_data
 from dybench.errors import DyBenchError
 from dybench.synth.scene import COLORS, color_mask
 from dybench.tasks import get_task, transformed_answer

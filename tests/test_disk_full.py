@@ -15,7 +15,7 @@ import pytest
 
 from cli_errors import assert_one_line_error
 from dybench.build import build_synthetic
-from dybench.data import load_data
+from dybench.families import load_data
 from dybench.video import read_frames
 
 CLI = [sys.executable, "-c", "from dybench.cli import main; main()"]

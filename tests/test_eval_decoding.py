@@ -9,7 +9,7 @@ import pytest
 
 from dybench.backends.registry import resolve_model
 from dybench.build import build_synthetic
-from dybench.data import load_data
+from dybench.families import load_data
 from dybench.evaluate import decode_item, run_eval, video_settings
 
 

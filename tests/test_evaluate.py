@@ -22,7 +22,7 @@ import pytest
 
 from cli_errors import assert_one_line_error
 from trickle import write_trickling
-from dybench.data import load_data
+from dybench.families import load_data
 from dybench.evaluate import run_eval
 from slow_runs import slow_batches
 

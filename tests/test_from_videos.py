@@ -15,7 +15,7 @@ import pytest
 
 from cli_errors import assert_one_line_error
 from dybench.build import build_from_videos
-from dybench.data import load_data
+from dybench.families import load_data
 from dybench.errors import DyBenchError
 from dybench.synth import GENERATORS, SceneOptions
 from dybench.synth.direction import direction_of_flow, mean_flow

@@ -14,7 +14,7 @@ import pytest
 
 import dybench.build
 from dybench.build import build_from_videos
-from dybench.data import load_data
+from dybench.families import load_data
 from dybench.errors import DyBenchError
 from dybench.video import read_frames, read_index
 

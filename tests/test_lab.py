@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dybench.cli import app
-from dybench.data import load_data
+from dybench.families import load_data
 from dybench.errors import DyBenchError
 from dybench.lab.shortcut import ShortcutSettings, load_settings, prepare_folder
 from dybench.lab.shortcut_data import Splits, build_splits, cue_letter, mover_color

@@ -13,7 +13,7 @@ import pytest
 
 import pixel_labels
 from dybench.build import build_synthetic
-from dybench.data import load_data
+from dybench.families import load_data
 from dybench.schema import Item, letter_index
 from dybench.video import read_frames
 

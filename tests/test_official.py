@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from cli_errors import assert_one_line_error
 from dybench.cli import app
-from dybench.data import load_data
+from dybench.families import load_data
 from dybench.errors import DyBenchError
 from dybench.metrics import score_predictions
 from dybench.official import answer_letter

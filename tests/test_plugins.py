@@ -54,7 +54,7 @@ def test_an_unknown_algorithm_names_the_known_ones_including_plugins(small_train
 
 def test_a_plugin_backend_answers_through_dybench_eval_and_its_answers_are_scored(synthetic_test_set: Path,
                                                                                  tmp_path: Path) -> None:
-    from dybench.data import load_data
+    from dybench.families import load_data
 
     items = load_data(str(synthetic_test_set)).items
     # Right on the first half, wrong on the next quarter, no answer on the rest.
@@ -75,3 +75,23 @@ def test_a_plugin_backend_answers_through_dybench_eval_and_its_answers_are_score
     assert scores["n_correct"] == half
     assert scores["n_invalid"] == len(items) - three_quarters
     assert json.loads((out / "run.json").read_text())["backend"] == "scripted"
+
+
+def test_a_plugin_metric_lands_in_scores_json_and_in_the_leaderboard_csv(synthetic_test_set: Path,
+                                                                          tmp_path: Path) -> None:
+    import pandas as pd
+
+    run, board = tmp_path / "run", tmp_path / "board.csv"
+    done = dybench("eval", "--model", "baseline:motion", "--data", str(synthetic_test_set), "--out", str(run),
+                   "--no-progress", plugin="first_option_metric.py")
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+    answered = [row["pred"] for row in rows if row["pred"] is not None]
+    expected = sum(pred == "A" for pred in answered) / len(answered)
+    assert 0 < expected < 1  # a check that can tell a wrong share from the right one
+    block = json.loads((run / "scores.json").read_text())["first_option"]
+    assert block == {"rate": pytest.approx(expected), "n_answered": len(answered)}
+
+    published = dybench("leaderboard", "publish", str(run), "--out", str(board), plugin="first_option_metric.py")
+    assert published.returncode == 0, published.stderr[-2000:]
+    assert pd.read_csv(board)["first_option_rate"].tolist() == [pytest.approx(expected)]

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dybench.data import load_data
+from dybench.families import load_data
 from dybench.errors import DyBenchError
 from dybench.evaluate import run_eval, score_run
 from dybench.leaderboard import categories_of, publish, read_board

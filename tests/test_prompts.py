@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from dybench.errors import DyBenchError
-from dybench.prompts import extract_choice, extract_for_item, render_prompt, strip_thinking, template_for
+from dybench.families import template_for
+from dybench.prompts import extract_choice, extract_for_item, render_prompt, strip_thinking
 from dybench.schema import Item
 
 DIRECTIONS = ["left", "right", "up", "down"]

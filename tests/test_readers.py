@@ -15,7 +15,7 @@ import pytest
 
 from cli_errors import assert_one_line_error
 from dybench.build import build_from_videos, build_synthetic
-from dybench.data import load_data
+from dybench.families import load_data
 from dybench.errors import DyBenchError
 from dybench.external_predictions import score_prediction_file
 from dybench.yaml_files import read_yaml_mapping

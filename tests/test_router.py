@@ -237,7 +237,7 @@ QUESTIONS = [
 
 
 def test_the_llm_router_asks_a_real_backend_once_and_caches_its_answers(router_endpoint, tmp_path: Path) -> None:
-    from dybench.data import load_data
+    from dybench.families import load_data
     from dybench.train.config import RouterSettings
     from dybench.train.llm_router import llm_kinds
 
@@ -258,7 +258,7 @@ def test_the_llm_router_asks_a_real_backend_once_and_caches_its_answers(router_e
 
 
 def test_the_llm_router_runs_through_a_baseline_backend_and_the_task_table_still_wins(tmp_path: Path) -> None:
-    from dybench.data import load_data
+    from dybench.families import load_data
     from dybench.train.config import RouterSettings
     from dybench.train.llm_router import build_router
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from cli_errors import assert_one_line_error
-from dybench.data import load_data
+from dybench.families import load_data
 from dybench.errors import DyBenchError
 from slow_runs import slow_batches
-from dybench.prompts import template_for
+from dybench.families import template_for
 from dybench.schema import Item, Prediction
 from dybench.store import (
     DatasetRef,

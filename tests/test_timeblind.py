@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dybench.cli import app
-from dybench.data import load_data
+from dybench.families import load_data
 from dybench.errors import DyBenchError
 from dybench.metrics import score_predictions
 from dybench.schema import Prediction

@@ -298,7 +298,7 @@ def test_a_swap_boundary_lost_by_frame_sampling_fails_before_the_model_loads(sma
     the swapped clip cannot be made, which must be said before training, not at that item's step."""
     import shutil
 
-    from dybench.data import load_data
+    from dybench.families import load_data
     from dybench.train.trainer import prepare_questions
 
     data = tmp_path / "data"
@@ -322,7 +322,7 @@ def test_swap_boundaries_are_checked_against_the_frames_sampling_by_fps_picks(sm
     `dybench.video.load_clip` makes from the stream's timestamps (8 frames at 8 fps -> 2 at 2 fps)."""
     import shutil
 
-    from dybench.data import load_data
+    from dybench.families import load_data
     from dybench.store import VideoSettings
     from dybench.train.trainer import check_swap_boundaries, prepare_questions
 

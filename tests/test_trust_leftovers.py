@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dybench.data import load_data
+from dybench.families import load_data
 from dybench.errors import DyBenchError
 from dybench.lab.shortcut_data import dataset_view
 from dybench.schema import Prediction

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 from dybench.build import build_synthetic
-from dybench.data import MANIFEST, load_data
+from dybench.data import MANIFEST
+from dybench.families import load_data
 from dybench.errors import DyBenchError
 from dybench.schema import Item, letter
 from dybench.store import read_predictions

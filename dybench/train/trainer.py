@@ -39,7 +39,8 @@ import torch
 import yaml
 
 from dybench.atomic import write_json_atomic, write_text_atomic
-from dybench.data import Dataset, load_data
+from dybench.data import Dataset
+from dybench.families import load_data
 from dybench.errors import DyBenchError
 from dybench.redact import redact_data
 from dybench.signals import note_signal
