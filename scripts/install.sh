@@ -146,7 +146,7 @@ main() {
     none)
       echo "[install] no vLLM (DYBENCH_ENGINE=none): the vllm backend and --rollout-engine vllm are unavailable" ;;
   esac
-  step "dybench (editable, with the test and LoRA extras)" "${pip[@]}" install --quiet -e ".[dev,lora]"
+  step "dybench (editable, with the test, LoRA and tracker extras)" "${pip[@]}" install --quiet -e ".[dev,lora,trackers]"
 
   # Optional: Chromium (Debian's package) lets the leaderboard test open the HTML page headless.
   # Only as root with apt-get; anywhere else, or if it fails, skip quietly (that test then skips).

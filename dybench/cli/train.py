@@ -45,6 +45,11 @@ def train_command(
                               "set rank etc. in --config."),
     save_every: Optional[int] = typer.Option(None, "--save-every", min=1, help="Resumable checkpoint every N "
                                              "updates (default 50)."),
+    report_to: Optional[str] = typer.Option(None, "--report-to", help="none (default) | tensorboard | wandb: also "
+                                            "log metrics.jsonl's rows there (OUT/tensorboard/, OUT/wandb/; "
+                                            "WANDB_MODE=offline logs without a network)."),
+    export_every: Optional[int] = typer.Option(None, "--export-every", min=1, help="Write a HF checkpoint that "
+                                               "`dybench eval` loads to OUT/checkpoints/step-N/ every N updates."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its latest checkpoint."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for sampling and data order (default 0)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file with any option of "
@@ -83,6 +88,8 @@ def train_command(
         answer_format=answer_format,
         rollout_engine=rollout_engine,
         save_every=save_every,
+        report_to=report_to,
+        export_every=export_every,
         seed=seed,
         display=None if progress else False,
         lora=LoraSettings() if lora else None,

@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from dybench.errors import DyBenchError
 from dybench.schema import TransformName
+from dybench.train.provenance import PROVENANCE_KEY
+from dybench.train.trackers import ReportTo
 from dybench.yaml_files import read_yaml_mapping
 
 if TYPE_CHECKING:
@@ -152,6 +154,8 @@ class TrainConfig(_Strict):
     save_every: int = Field(50, ge=1, description="write a resumable checkpoint every N updates")
     keep_checkpoints: int = Field(2, ge=1, description="resumable checkpoints kept on disk")
     display: bool = Field(True, description="rich live display of the reward terms")
+    report_to: ReportTo = Field("none", description="also log metrics.jsonl's rows to tensorboard or wandb")
+    export_every: int | None = Field(None, ge=1, description="write a HF checkpoint to checkpoints/step-N/ every N updates")
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
@@ -195,6 +199,7 @@ def load_config(path: Path | None = None, **overrides: Any) -> TrainConfig:
     if path is not None:
         source = str(path)
         data.update(read_yaml_mapping(path, "config file", "expected a mapping of option: value"))
+        data.pop(PROVENANCE_KEY, None)  # a saved train_config.yaml's record of its run, not a setting
     for key, value in overrides.items():
         if value is not None:
             data[key] = value

@@ -57,6 +57,7 @@ from dybench.train.checkpoint import (
     start_checkpoint,
 )
 from dybench.train.config import TrainConfig
+from dybench.train.export import export_callbacks
 from dybench.train.inputs import encode_prompts
 from dybench.train.loss import masked_mean, policy_loss, sft_loss
 from dybench.train.metrics import RANKS, MetricsLog, StepStats, metrics_row, read_metrics
@@ -70,6 +71,7 @@ from dybench.train.policy import (
     trainable_state,
     weights_digest,
 )
+from dybench.train.provenance import PROVENANCE_KEY, provenance
 from dybench.train.questions import TrainQuestion, prepare_question, target_text, training_template
 from dybench.train.algorithms import ALGORITHMS, Algorithm
 from dybench.train.rewards import Group, GroupRewards, RewardFn
@@ -83,6 +85,7 @@ from dybench.train.rollouts import (
 )
 from dybench.train.llm_router import build_router
 from dybench.train.router import SEGMENT_BOUNDARY_KEY, Router, TaskTableRouter, route_report
+from dybench.train.trackers import accelerator_options, check_tracker_installed, finish_trackers, log_row, start_trackers
 from dybench.store import VideoSettings
 from dybench.video import SampledClip, apply_transform, plan_sample, probe, with_index
 from dybench.yaml_files import read_yaml_mapping
@@ -96,7 +99,7 @@ CLIP_CACHE_BYTES = 2 << 30
 StepCallback = Callable[[int, dict[str, Any], "Trainer"], None]
 
 # Options that may differ between an interrupted run and its resumption.
-RESUMABLE_CHANGES = {"max_steps", "save_every", "keep_checkpoints", "display"}
+RESUMABLE_CHANGES = {"max_steps", "save_every", "keep_checkpoints", "display", "report_to", "export_every"}
 
 
 INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -192,7 +195,7 @@ def saved_config_data(config: TrainConfig) -> dict[str, Any]:
 
 
 def saved_config_yaml(config: TrainConfig) -> str:
-    return yaml.safe_dump(saved_config_data(config), sort_keys=False)
+    return yaml.safe_dump({**saved_config_data(config), PROVENANCE_KEY: provenance()}, sort_keys=False)
 
 
 def check_output(config: TrainConfig, resume: bool) -> None:
@@ -232,7 +235,7 @@ class Trainer:
     ) -> None:
         self.config = config
         self.resume = resume
-        self.callbacks = list(callbacks)
+        self.callbacks = list(callbacks) + export_callbacks(config.export_every)
         self.algorithm: Algorithm = ALGORITHMS.get(config.algo)
         rewards = self.algorithm.rewards
         self.reward_fn = reward_fn or (rewards and partial(
@@ -243,6 +246,7 @@ class Trainer:
         self.template = training_template(config.answer_format)
         # Checks, in order, before anything is loaded or computed.
         check_output(config, resume)
+        check_tracker_installed(config.report_to)
         self.dataset = load_data(config.data)
         check_videos(self.dataset)
         self.spec, self.weights = resolve_weights(config.model)
@@ -278,7 +282,8 @@ class Trainer:
         bf16 = config.precision == "bf16" or (
             config.precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         )
-        self.accelerator = Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=not torch.cuda.is_available())
+        self.accelerator = Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=not torch.cuda.is_available(),
+                                       **accelerator_options(config.report_to, config.out))
         set_seed(config.seed, device_specific=True)
         self.log = MetricsLog(config.out)
         self.rank_log = MetricsLog(config.out, RANKS)
@@ -303,6 +308,7 @@ class Trainer:
         self.engine = self._engine or self._rollout_engine()
         if checkpoint is not None:
             self._restore(*checkpoint)
+        start_trackers(self.accelerator, config.report_to, config.out, saved_config_data(config), self.step)
 
     def _rollout_engine(self) -> RolloutEngine:
         c = self.config
@@ -608,6 +614,7 @@ class Trainer:
                         self._critical = True
                         if self.accelerator.is_main_process:
                             self.log.append(row)
+                            log_row(self.accelerator, c.report_to, row)
                         self.optimizer.step()
                         self.scheduler.step()
                         self.optimizer.zero_grad(set_to_none=True)
@@ -631,6 +638,8 @@ class Trainer:
             except KeyboardInterrupt:
                 raise self._stop(saved_rng, callbacks_pending=not callbacks_done) from None
             finally:
+                if hasattr(self, "accelerator"):
+                    finish_trackers(self.accelerator)
                 engine = getattr(self, "engine", None)
                 if engine is not None:
                     engine.close()
