@@ -1,6 +1,6 @@
 """Leaderboards: one CSV row per (model, dataset, settings), plus Markdown, a static HTML page and a PNG.
 
-The CSV's first columns are the contract of DESIGN.md section 4 (model, dataset, acc, p_acc,
+The CSV's first columns are the leaderboard contract of docs/architecture.md (model, dataset, acc, p_acc,
 p_acc_<category>..., n_pairs, date, dybench_version, config_hash); after them come `source`
 (measured | reported), TimeBlind's q_acc / v_acc / i_acc, the probe columns of a `dybench probe`
 folder (p_acc_<probe>, temporal_reliance, answer_change_reversed), 95% interval bounds

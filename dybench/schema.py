@@ -33,7 +33,7 @@ def letter_index(value: str) -> int:
 
 
 class Item(BaseModel):
-    """One video-question pair: a row of `manifest.jsonl` (DESIGN.md section 4)."""
+    """One video-question pair: a row of `manifest.jsonl` (docs/architecture.md, "Contracts")."""
 
     model_config = ConfigDict(extra="allow")
 

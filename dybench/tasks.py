@@ -134,14 +134,6 @@ def get_task(name: str) -> Task:
     return tasks[name]
 
 
-def dynamic_task_names() -> list[str]:
-    return [name for name, task in load_tasks().items() if task.kind == "dynamic"]
-
-
-def static_task_names() -> list[str]:
-    return [name for name, task in load_tasks().items() if task.kind == "static"]
-
-
 def split_transform(transform: str) -> list[TransformName]:
     """"hflip+reverse" -> ["hflip", "reverse"]; "original" -> []."""
     if transform == "original":

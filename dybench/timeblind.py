@@ -360,14 +360,3 @@ def types_by_row(items: Iterable[Item]) -> tuple[dict[int, str | None], int]:
     """Row position -> type, and the row count, from a TimeBlind dataset's items."""
     table = {int(item.meta["row"]): item.meta.get("type") for item in items}
     return table, (max(table) + 1 if table else 0)
-
-
-def read_reference_predictions(path: Path) -> list[dict[str, Any]]:
-    """TimeBlind's own prediction file: a JSON list of {index, model_output, ...} (JSONL accepted)."""
-    if not path.is_file():
-        raise DyBenchError(f"{path}: predictions file not found")
-    rows = [row for _, row in read_rows(path)]
-    for number, row in enumerate(rows):
-        if not isinstance(row, dict):
-            raise DyBenchError(f"{path}: row {number} is not an object with index and model_output")
-    return rows

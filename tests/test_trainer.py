@@ -53,7 +53,7 @@ def test_missing_video_fails_before_the_model_loads(synthetic_train_set: Path, t
 
 
 def test_a_saved_run_needs_resume_and_an_unsaved_one_starts_over(synthetic_train_set: Path, tmp_path: Path) -> None:
-    from dybench.train.checkpoint import save_checkpoint
+    from dybench.train.checkpoint import finish_checkpoint, start_checkpoint
 
     out = tmp_path / "out"
     out.mkdir()
@@ -62,7 +62,8 @@ def test_a_saved_run_needs_resume_and_an_unsaved_one_starts_over(synthetic_train
     Trainer(config(synthetic_train_set, out), resume=True)  # ... and with --resume (from step 0)
     with pytest.raises(DyBenchError, match="drop --resume to start over"):
         Trainer(config(synthetic_train_set, out, lr=1e-3), resume=True)
-    save_checkpoint(out, 3, {}, keep=1)
+    start_checkpoint(out, 3)
+    finish_checkpoint(out, 3, {}, keep=1)
     with pytest.raises(DyBenchError, match="saved at step 3; pass --resume"):
         Trainer(config(synthetic_train_set, out))
     with pytest.raises(DyBenchError, match="use the original options"):

@@ -90,12 +90,6 @@ def finish_checkpoint(out: Path, step: int, state: dict[str, Any], keep: int) ->
     return target
 
 
-def save_checkpoint(out: Path, step: int, state: dict[str, Any], keep: int) -> Path:
-    """Single-process checkpoint: atomically written checkpoints/step-N/state.pt."""
-    start_checkpoint(out, step)
-    return finish_checkpoint(out, step, state, keep)
-
-
 def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)

@@ -34,7 +34,7 @@ class _Strict(BaseModel):
 
 
 class RewardWeights(_Strict):
-    """Weight of every reward term (DESIGN: rewards are plain functions; weights are options).
+    """Weight of every reward term (rewards are plain functions, docs/architecture.md; weights are options).
 
     Original branch: correct, format, crr (R_CRR^orig). Counterfactual branch: format, behave,
     crr (R_CRR^aug). T-GRPO adds `temporal` (its bonus, already scaled by `tgrpo.alpha`).

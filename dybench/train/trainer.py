@@ -311,9 +311,14 @@ class Trainer:
         start_trackers(self.accelerator, config.report_to, config.out, saved_config_data(config), self.step)
 
     def _rollout_engine(self) -> RolloutEngine:
+        return ROLLOUT_ENGINES[self.config.rollout_engine](self)
+
+    def _hf_rollout_engine(self) -> RolloutEngine:
         c = self.config
-        if c.rollout_engine == "hf":
-            return HFRolloutEngine(self.tokenizer, max_new_tokens=c.max_new_tokens, temperature=c.temperature, top_p=c.top_p)
+        return HFRolloutEngine(self.tokenizer, max_new_tokens=c.max_new_tokens, temperature=c.temperature, top_p=c.top_p)
+
+    def _vllm_rollout_engine(self) -> RolloutEngine:
+        c = self.config
         if self.sharded:
             raise DyBenchError("rollout_engine vllm: FSDP / DeepSpeed sharding is not supported; use DDP or rollout_engine hf")
         from dybench.train.vllm_rollouts import VLLMRolloutEngine
@@ -728,6 +733,13 @@ class Trainer:
             return
         with self.display(self.config, self.step) as update:
             yield update
+
+
+ROLLOUT_ENGINES: dict[str, Callable[[Trainer], RolloutEngine]] = {
+    "hf": Trainer._hf_rollout_engine,
+    "vllm": Trainer._vllm_rollout_engine,
+}
+"""Config `rollout_engine` -> the method that starts it (the keys are TrainConfig's choices)."""
 
 
 def _repeat(items: list[Any], times: int) -> list[Any]:
