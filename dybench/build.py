@@ -27,9 +27,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field, FiniteFloat, ValidationError
 
-from dybench.data import MANIFEST, pydantic_message, refuse_nul
+from dybench.data import MANIFEST, refuse_nul
 from dybench.atomic import write_text_atomic
-from dybench.errors import DyBenchError
+from dybench.errors import DyBenchError, pydantic_message
 from dybench.schema import Item, letter, letter_index
 from dybench.synth import GENERATOR_VERSION, GENERATORS
 from dybench.synth.pairs import PairPlan, build_pair, plan_pair

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from dybench.errors import DyBenchError
+from dybench.errors import DyBenchError, pydantic_message
 from dybench.schema import Item
 from dybench.text_files import read_text
 
@@ -53,13 +53,6 @@ def refuse_nul(path: Path, what: str) -> None:
     """A NUL byte ends a path at the OS boundary (a ValueError deep inside `open`): say so here."""
     if "\0" in str(path):
         raise DyBenchError(f"{what} {str(path)!r} contains a NUL byte; fix the path")
-
-
-def pydantic_message(exc: ValidationError) -> str:
-    """The first validation problem as 'field x: message'."""
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "row"
-    return f"field {where}: {first['msg']}"
 
 
 def read_manifest(path: Path) -> list[Item]:

@@ -19,9 +19,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from dybench.data import Dataset, pydantic_message
+from dybench.data import Dataset
 from dybench.families import FAMILIES, load_data
-from dybench.errors import DyBenchError
+from dybench.errors import DyBenchError, pydantic_message
 from dybench.schema import Prediction
 from dybench.atomic import write_json_atomic
 from dybench.store import SCORES

@@ -20,8 +20,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from dybench.data import Dataset, pydantic_message, safe_join
-from dybench.errors import DyBenchError
+from dybench.data import Dataset, safe_join
+from dybench.errors import DyBenchError, pydantic_message
 from dybench.schema import LETTERS, Item, letter, letter_index
 from dybench.tasks import tasks_dir
 from dybench.text_files import read_text

@@ -26,8 +26,7 @@ from pydantic import BaseModel, Field, ValidationError
 from rich.console import Console
 
 from dybench import __version__
-from dybench.data import pydantic_message
-from dybench.errors import DyBenchError
+from dybench.errors import DyBenchError, pydantic_message
 from dybench.escaping import plot_text, rich_text
 from dybench.probes import PROBES, STATIC_PROBES, NoItemsUnderProbe, check_probe
 from dybench.text_files import read_text

@@ -26,8 +26,7 @@ from typing import Any, Iterable, Iterator
 from pydantic import BaseModel, Field, ValidationError
 
 from dybench.atomic import write_json_atomic, write_text_atomic
-from dybench.data import pydantic_message
-from dybench.errors import DyBenchError
+from dybench.errors import DyBenchError, pydantic_message
 from dybench.locks import describe_holder, file_lock
 from dybench.prompts import PromptTemplate
 from dybench.schema import Item, Prediction

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from dybench.errors import DyBenchError
+from dybench.errors import DyBenchError, pydantic_message
 from dybench.schema import Item, Kind, TransformName, letter, letter_index
 from dybench.yaml_files import read_yaml_mapping
 
@@ -104,9 +104,7 @@ def load_task_file(path: Path) -> Task:
     try:
         return Task.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise DyBenchError(f"{path}: field {where}: {first['msg']}") from None
+        raise DyBenchError(f"{path}: {pydantic_message(exc, whole='task')}") from None
 
 
 @lru_cache(maxsize=4)

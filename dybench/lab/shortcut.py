@@ -31,8 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from rich.console import Console
 
 from dybench.atomic import write_text_atomic
-from dybench.data import pydantic_message
-from dybench.errors import DyBenchError
+from dybench.errors import DyBenchError, pydantic_message
 from dybench.escaping import rich_text
 from dybench.lab.shortcut_data import build_splits, shortcut_rate
 from dybench.train.algorithms import ALGORITHMS

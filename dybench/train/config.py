@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from dybench.errors import DyBenchError
+from dybench.errors import DyBenchError, pydantic_message
 from dybench.schema import TransformName
 from dybench.train.provenance import PROVENANCE_KEY
 from dybench.train.trackers import ReportTo
@@ -186,12 +186,6 @@ class TrainConfig(_Strict):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-def _message(exc: ValidationError, source: str) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "config"
-    return f"{source}: field {where}: {first['msg']}"
-
-
 def load_config(path: Path | None = None, **overrides: Any) -> TrainConfig:
     """Defaults < YAML file < overrides (None values are ignored). One-line error when invalid."""
     data: dict[str, Any] = {}
@@ -206,7 +200,7 @@ def load_config(path: Path | None = None, **overrides: Any) -> TrainConfig:
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
-        raise DyBenchError(_message(exc, source)) from None
+        raise DyBenchError(f"{source}: {pydantic_message(exc, whole='config')}") from None
 
 
 def _algorithms() -> Registry[Algorithm]:
