@@ -15,7 +15,6 @@ dybench.escaping, so they show as written.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -27,6 +26,7 @@ from dybench.escaping import html_text, markdown_text, plot_text
 from dybench.locks import file_lock, lock_path_for
 from dybench.probe_suite import PROBE_COLUMNS
 from dybench.score_blocks import SCORE_BLOCKS
+from dybench.tables import percent
 from dybench.text_files import read_text
 
 KEY = ["model", "dataset", "config_hash"]
@@ -224,9 +224,7 @@ def csv_bytes(frame: pd.DataFrame) -> bytes:
 
 
 def _pct(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
-        return ""
-    return f"{100 * float(value):.1f}"
+    return percent(value, missing="")
 
 
 def _ci(row: pd.Series, metric: str) -> str:

@@ -24,9 +24,10 @@ def is_missing(value: Any) -> bool:
         return True
 
 
-def percent(value: Any, digits: int = 1) -> str:
+def percent(value: Any, digits: int = 1, missing: str = "-") -> str:
+    """A fraction as a percentage ("0.5" -> "50.0"); `missing` stands in for None, NaN and NA."""
     if is_missing(value):
-        return "-"
+        return missing
     return f"{100 * float(value):.{digits}f}"
 
 

@@ -13,19 +13,13 @@ from dybench.backends.registry import backend_names
 from dybench.signals import interrupt_exit_code
 from dybench.cli.common import console, err_console, fail
 from dybench.escaping import rich_text
+from dybench.tables import interval, percent
 
-
-
-def _percent(value: Any) -> str:
-    return "-" if value is None else f"{100 * float(value):.1f}"
 
 
 def _with_interval(entry: dict[str, Any], name: str) -> str:
-    interval = entry.get(f"{name}_ci")
-    text = _percent(entry.get(name))
-    if interval and None not in interval:
-        text += f" [{_percent(interval[0])}, {_percent(interval[1])}]"
-    return text
+    bounds = interval(entry.get(f"{name}_ci"))
+    return f"{percent(entry.get(name))} {bounds}" if bounds else percent(entry.get(name))
 
 
 def print_summary(scores: dict[str, Any], title: str) -> None:
@@ -38,11 +32,11 @@ def print_summary(scores: dict[str, Any], title: str) -> None:
     for name, entry in [*[(rich_text(name), entry) for name, entry in rows], ("[bold]all", scores)]:
         table.add_row(name, _with_interval(entry, "acc"), _with_interval(entry, "p_acc"), str(entry.get("n_pairs", "-")))
     console.print(table)
-    line = (f"items: {scores.get('n_items', '-')}   invalid answers: {_percent(scores.get('invalid_rate'))}%   "
+    line = (f"items: {scores.get('n_items', '-')}   invalid answers: {percent(scores.get('invalid_rate'))}%   "
             f"unreadable videos or failed requests: {scores.get('n_errors', 0)}")
     timeblind = scores.get("timeblind")
     if timeblind:
-        line += "\nTimeBlind: " + "  ".join(f"{k}={_percent(v)}%" for k, v in timeblind.items() if k.endswith("acc"))
+        line += "\nTimeBlind: " + "  ".join(f"{k}={percent(v)}%" for k, v in timeblind.items() if k.endswith("acc"))
     console.print(line)
 
 
