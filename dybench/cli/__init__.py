@@ -19,6 +19,7 @@ load_plugins_or_exit()  # before the command modules: their --help lists registr
 from dybench.cli.build import build_pairs_command
 from dybench.cli.common import console, fail
 from dybench.cli.eval import eval_command, merge_command
+from dybench.cli.export import export_app
 from dybench.cli.lab import lab_app
 from dybench.cli.models import list_models_command
 from dybench.cli.probe import probe_command
@@ -55,6 +56,7 @@ app.command("train-crpo")(train_command)
 app.command("score")(score_command)
 app.add_typer(leaderboard_app, name="leaderboard")
 app.add_typer(lab_app, name="lab")
+app.add_typer(export_app, name="export")
 app.command("demo")(demo_command)
 app.command("doctor")(doctor_command)
 
