@@ -142,14 +142,17 @@ def parse_backend_args(text: str | None, backend: str, options: Sequence[Backend
     return parsed
 
 
-def check_options(backend: str, options: Sequence[BackendOption], given: dict[str, Any]) -> dict[str, Any]:
-    """`given` without its None values (not set), every key declared and every value typed."""
+def check_options(backend: str, options: Sequence[BackendOption], given: dict[str, Any],
+                  from_flags: bool = False) -> dict[str, Any]:
+    """`given` without its None values (not set), every key declared and every value typed. With
+    `from_flags` a bad value is named by its flag (`--dtype x`)."""
     given = {key: value for key, value in given.items() if value is not None}
     by_name = {option.name: option for option in options}
     unknown = set(given) - set(by_name)
     if unknown:
         raise unknown_options_error(backend, unknown, options)
-    return {key: by_name[key].check(value) for key, value in given.items()}
+    return {key: by_name[key].check(value, f"{by_name[key].flag or '--' + key} {value}" if from_flags else None)
+            for key, value in given.items()}
 
 
 def combine_options(backend: str, options: Sequence[BackendOption], flags: dict[str, Any],
@@ -157,7 +160,7 @@ def combine_options(backend: str, options: Sequence[BackendOption], flags: dict[
     """The dedicated flags' values (None: not given) and `--backend-args`, checked; a key both set
     with different values is one line naming the two."""
     parsed = parse_backend_args(backend_args, backend, options)
-    combined = check_options(backend, options, flags)
+    combined = check_options(backend, options, flags, from_flags=True)
     by_name = {option.name: option for option in options}
     for key, value in parsed.items():
         if key in combined and combined[key] != value:
