@@ -116,6 +116,8 @@ class RunConfig(BaseModel):
     updated: str = ""
 
     def identity(self) -> dict[str, Any]:
+        # Each backend's registry entry says which of its settings are operational; both sides of a
+        # resume check are computed under today's declarations, so an old run directory still resumes.
         from dybench.backends.registry import operational_settings
 
         identity = self.model_dump(mode="json", include=set(FINGERPRINTED))

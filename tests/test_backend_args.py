@@ -145,6 +145,29 @@ def test_operational_options_stay_out_of_the_fingerprint_and_the_others_enter_it
     assert config("hf", {**hf, "trust_remote_code": True}).fingerprint != config("hf", hf).fingerprint
 
 
+OPENAI_DESCRIBED = {"backend": "openai", "base_url": "http://127.0.0.1:8000/v1", "served_model": "m",
+                    "api_key_env": "OPENAI_API_KEY", "concurrency": 8, "timeout_s": 600.0, "max_retries": 5,
+                    "video_transport": "base64", "server_is_vllm": True, "send_mm_kwargs": False,
+                    "outputs_are_noise": False}
+HF_DESCRIBED = {"backend": "hf", "weights": "/w", "dtype": "float32", "device": "cpu", "attn_implementation": "sdpa",
+                "trust_remote_code": False, "outputs_are_noise": True}
+
+
+@pytest.mark.parametrize("backend, described, fingerprint", [
+    ("openai", {**OPENAI_DESCRIBED, "backoff_s": 1.0}, "d290b616564e98a5"),  # backoff_s is recorded now, unfingerprinted
+    ("hf", HF_DESCRIBED, "6d4236a116fe2fec"),
+    ("baseline:motion", {"baseline": "motion"}, "1c68323ffc8e0c13"),
+])
+def test_runs_without_the_new_settings_keep_their_fingerprints(backend, described, fingerprint):
+    """The fingerprints were computed by the recipe before backends declared their options (the
+    same settings, without backoff_s): published leaderboard keys and old run directories stay valid."""
+    run = RunConfig(model="qwen3-vl-8b", backend=backend, backend_settings=described, video=VideoSettings(num_frames=8),
+                    prompt=template_for("synthetic"),
+                    sampling={"max_tokens": 64, "temperature": 0.0, "top_p": 1.0, "seed": 0},
+                    dataset=DatasetRef(spec="/d", name="d", family="synthetic", n_items=4), dataset_fingerprint="abc")
+    assert run.compute_fingerprint() == fingerprint
+
+
 def test_chat_settings_enter_the_fingerprint_but_not_where_the_template_file_is():
     plain = config("hf", {})
     assert config("hf", {}, ChatSettings()).fingerprint == plain.fingerprint
