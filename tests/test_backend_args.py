@@ -280,6 +280,13 @@ def test_baselines_refuse_options_and_chat_settings_instead_of_ignoring_them(syn
         assert_one_line_error(result, fragment)
 
 
+def test_a_device_given_in_backend_args_gets_the_data_parallel_checks_of_the_flag(synthetic_test_set, tmp_path):
+    result = dybench("eval", "--model", "tiny-random-qwen3-vl", "--backend", "hf", "--data", str(synthetic_test_set),
+                     "--out", str(tmp_path / "run"), "--data-parallel", "2", "--backend-args", "device=cuda:1")
+    assert result.returncode == 2
+    assert_one_line_error(result, "names one GPU")
+
+
 def test_help_lists_every_backends_keys():
     for command in ("eval", "probe"):
         result = dybench(command, "--help")

@@ -127,7 +127,8 @@ def eval_command(
             sampling=sampling, backend_options=options, probe=probe, system_prompt=system_prompt,
             chat_template=chat_template,
         )
-        scores = _eval_data_parallel(data_parallel, out, eval_kwargs, tensor_parallel_size or 1, device, progress)
+        scores = _eval_data_parallel(data_parallel, out, eval_kwargs, options.get("tensor_parallel_size") or 1,
+                                     options.get("device"), progress)  # flag or --backend-args: the same checks
         print_summary(scores, title=f"{model} on {data} ({data_parallel} workers)" + (f" (probe: {probe})" if probe else ""))
         console.print(rich_text(f"wrote {out / 'predictions.jsonl'}, {out / 'run.json'}, {out / 'scores.json'} "
                                 f"(shards in {out / 'shards'})"), highlight=False)
