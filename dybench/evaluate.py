@@ -34,6 +34,7 @@ from rich.text import Text
 from dybench.atomic import write_json_atomic
 from dybench.backends.base import Backend, BatchInterrupted, Request, Response, Sampling
 from dybench.backends.registry import backend_entry
+from dybench.chat import chat_settings
 from dybench.data import Dataset
 from dybench.families import load_data
 from dybench.errors import DyBenchError
@@ -46,6 +47,7 @@ from dybench.schema import Item, Prediction
 from dybench.store import (
     RUN_JSON,
     SCORES,
+    ChatSettings,
     DatasetRef,
     PredictionStore,
     RunConfig,
@@ -327,16 +329,20 @@ def run_eval(
     progress: bool = True,
     console: Console | None = None,
     probe: str | None = None,
+    system_prompt: str | None = None,
+    chat_template: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate `model` on `data`, storing answers in `out`; returns the scores (also in scores.json).
 
     Rerunning with the same arguments resumes: finished items are skipped. Different settings in
     an existing `out` are refused (use a new directory). `probe` degrades every clip the same way
-    (see dybench.probes); it is part of the run's settings.
+    (see dybench.probes); it is part of the run's settings, as are `system_prompt` and
+    `chat_template` (a Jinja template file; see dybench.chat).
     """
     plan = plan_run(model, data, out, backend=backend, limit=limit, batch_size=batch_size, shard=shard,
                     num_frames=num_frames, fps=fps, max_frames=max_frames, min_pixels=min_pixels,
-                    max_pixels=max_pixels, sampling=sampling, probe=probe)
+                    max_pixels=max_pixels, sampling=sampling, probe=probe, system_prompt=system_prompt,
+                    chat_template=chat_template)
     engine = start_backend(plan, backend, backend_options)
     try:
         return execute_run(plan, engine, decode_workers=decode_workers, progress=progress, console=console)
@@ -357,6 +363,8 @@ class PlannedRun:
     config: RunConfig
     sampling: Sampling
     batch_size: int | None
+    chat_template: str | None = None
+    """The text of the --chat-template file (run.json keeps its hash)."""
 
 
 def plan_run(
@@ -375,6 +383,8 @@ def plan_run(
     sampling: Sampling | None = None,
     probe: str | None = None,
     dataset: Dataset | None = None,
+    system_prompt: str | None = None,
+    chat_template: str | Path | None = None,
 ) -> PlannedRun:
     """Validate a run before any backend starts: the dataset, the model, the probe, and that `out`
     is new or holds this very run (so a mistake fails in seconds, not after a model has loaded).
@@ -398,11 +408,14 @@ def plan_run(
 
     spec = resolve_model(model)
     settings = video_settings(spec, num_frames, fps, max_frames, min_pixels, max_pixels)
+    chat, chat_template_text = chat_settings(system_prompt, chat_template)
+    check_chat_settings(backend or spec.default_backend, chat)
     config = RunConfig(
         model=model,
         backend=backend or spec.default_backend,
         video=settings,
         prompt=template,
+        chat=chat,
         sampling=dataclasses.asdict(sampling),
         dataset=DatasetRef(spec=absolute_spec(data), name=dataset.name, family=dataset.family, n_items=len(dataset.items)),
         dataset_fingerprint=dataset.fingerprint,
@@ -415,7 +428,16 @@ def plan_run(
     if (run_dir / RUN_JSON).is_file():
         check_resumable(run_dir, config, ignore=("backend", "backend_settings"))
     asked = dataclasses.replace(dataset, items=selected, notes=[*dataset.notes, *notes])
-    return PlannedRun(run_dir, asked, template, spec, settings, config, sampling, batch_size)
+    return PlannedRun(run_dir, asked, template, spec, settings, config, sampling, batch_size, chat_template_text)
+
+
+def check_chat_settings(backend: str, chat: ChatSettings) -> None:
+    """A backend that builds no conversation (a baseline) refuses chat settings instead of ignoring them."""
+    if chat.identity() and not backend_entry(backend).chat_settings:
+        given = [flag for flag, value in (("--system-prompt", chat.system_prompt),
+                                          ("--chat-template", chat.chat_template_sha256)) if value is not None]
+        raise DyBenchError(f"backend {backend} puts no prompt to a model, so {' and '.join(given)} would be ignored: "
+                           "drop it, or use a model backend (hf, vllm, openai)")
 
 
 def start_backend(plan: PlannedRun, backend: str | None = None,
@@ -424,7 +446,11 @@ def start_backend(plan: PlannedRun, backend: str | None = None,
     runs of the same model and settings, such as the probes of one model)."""
     from dybench.backends.registry import create_backend
 
-    return create_backend(_spec_with(plan.spec, plan.settings), backend, **(backend_options or {}))
+    spec = _spec_with(plan.spec, plan.settings)
+    chat = {"system_prompt": plan.config.chat.system_prompt, "chat_template": plan.chat_template}
+    if hasattr(spec, "model_copy"):  # the spec carries them to the backend, as it does the video settings
+        spec = spec.model_copy(update={k: v for k, v in chat.items() if v is not None})
+    return create_backend(spec, backend, **(backend_options or {}))
 
 
 def execute_run(plan: PlannedRun, engine: Backend, decode_workers: int = 2, progress: bool = True,

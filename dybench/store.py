@@ -37,13 +37,15 @@ PREDICTIONS = "predictions.jsonl"
 SCORES = "scores.json"
 RUN_LOCK = ".dybench.lock"
 
-FINGERPRINTED = ("model", "backend", "backend_settings", "video", "prompt", "sampling", "dataset_fingerprint", "probe")
+FINGERPRINTED = ("model", "backend", "backend_settings", "video", "prompt", "chat", "sampling", "dataset_fingerprint",
+                 "probe")
 """The run.json fields that decide the answers. Shard, command, versions and dates do not: every
 shard of a run shares one fingerprint, and a rerun after an upgrade still resumes."""
 
 OPERATIONAL_SETTINGS = ("concurrency", "timeout_s", "max_retries")
 """Backend settings that change how fast answers come, not what they are: a rerun with more
-concurrency still resumes the same run."""
+concurrency still resumes the same run. Besides these, each backend's entry declares its own
+(`BackendOption.changes_answers`, dybench/backends/registry.py)."""
 LOCAL_SETTINGS = ("weights",)
 """Backend settings that say where something is on this machine (the folder the weights were found
 in), not what was run: the model name identifies the weights, so the same model and settings get
@@ -72,6 +74,18 @@ class VideoSettings(BaseModel):
     max_pixels: int | None = None
 
 
+class ChatSettings(BaseModel):
+    """How the question is put to the model when the command line changes it (None: the model's own)."""
+
+    system_prompt: str | None = Field(default=None, description="--system-prompt: the system message sent")
+    chat_template_sha256: str | None = Field(default=None, description="--chat-template: the template's content hash")
+    chat_template_file: str | None = Field(default=None, description="where the template was read (not fingerprinted)")
+
+    def identity(self) -> dict[str, Any]:
+        """What decides the answers: the prompt text and the template's content, not its path."""
+        return {k: v for k, v in self.model_dump(exclude={"chat_template_file"}).items() if v is not None}
+
+
 class DatasetRef(BaseModel):
     spec: str = Field(description="the --data value, with paths made absolute")
     name: str
@@ -87,6 +101,7 @@ class RunConfig(BaseModel):
     backend_settings: dict[str, Any] = Field(default_factory=dict)
     video: VideoSettings = Field(default_factory=VideoSettings)
     prompt: PromptTemplate
+    chat: ChatSettings = Field(default_factory=ChatSettings)
     sampling: dict[str, Any] = Field(default_factory=dict)
     dataset: DatasetRef
     dataset_fingerprint: str
@@ -101,11 +116,16 @@ class RunConfig(BaseModel):
     updated: str = ""
 
     def identity(self) -> dict[str, Any]:
+        # Each backend's registry entry says which of its settings are operational; both sides of a
+        # resume check are computed under today's declarations, so an old run directory still resumes.
+        from dybench.backends.registry import operational_settings
+
         identity = self.model_dump(mode="json", include=set(FINGERPRINTED))
-        identity["backend_settings"] = {
-            k: v for k, v in identity["backend_settings"].items()
-            if k not in OPERATIONAL_SETTINGS and k not in LOCAL_SETTINGS
-        }
+        left_out = {*OPERATIONAL_SETTINGS, *LOCAL_SETTINGS, *operational_settings(self.backend)}
+        identity["backend_settings"] = {k: v for k, v in identity["backend_settings"].items() if k not in left_out}
+        identity["chat"] = self.chat.identity()
+        if not identity["chat"]:  # runs that change no chat setting keep the fingerprint they had before it existed
+            del identity["chat"]
         return identity
 
     def compute_fingerprint(self) -> str:

@@ -36,9 +36,6 @@ class _Baseline:
     name = "baseline"
     kind = ""
 
-    def __init__(self, **_ignored: Any):
-        """Backend options meant for model backends (base_url, dtype, ...) have no effect here."""
-
     def describe(self) -> dict[str, Any]:
         return {"baseline": self.kind}
 
@@ -328,11 +325,11 @@ BASELINES: dict[str, type[_Baseline]] = {
 }
 
 
-def create_baseline(name: str, **options: Any) -> _Baseline:
-    """`baseline:random`, `baseline:constant` or `baseline:motion` (the prefix is optional).
-    Backend options (base_url, dtype, ...) are accepted and ignored; `baseline:random` takes its
-    seed from the sampling settings (`--seed`)."""
+def create_baseline(name: str) -> _Baseline:
+    """`baseline:random`, `baseline:constant` or `baseline:motion` (the prefix is optional). They
+    take no backend options (the registry refuses any, rather than ignore them); `baseline:random`
+    takes its seed from the sampling settings (`--seed`)."""
     kind = name.removeprefix("baseline:")
     if kind not in BASELINES:
         raise DyBenchError(f"unknown baseline {name!r}; known: {', '.join('baseline:' + k for k in BASELINES)}")
-    return BASELINES[kind](**{k: v for k, v in options.items() if v is not None})
+    return BASELINES[kind]()

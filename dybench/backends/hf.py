@@ -72,8 +72,10 @@ class HFBackend:
             pass
 
     def _prompt_text(self, request: Request) -> str:
+        template = getattr(self.spec, "chat_template", None)  # --chat-template, else the checkpoint's
         return self.processor.apply_chat_template(
-            chat_messages(self.spec, request.prompt), add_generation_prompt=True, tokenize=False
+            chat_messages(self.spec, request.prompt), add_generation_prompt=True, tokenize=False,
+            **({"chat_template": template} if template else {}),
         )
 
     def _generate_group(self, requests: list[Request], sampling: Sampling, kwargs: dict[str, Any]) -> list[str]:

@@ -7,7 +7,10 @@ resamples to 2 fps: start it with `--media-io-kwargs '{"video": {"fps": 30}}'
 --mm-processor-kwargs '{"do_sample_frames": false}'`, or start it with `--trust-request-mm-kwargs`
 and pass `send_mm_kwargs=True` (then each request carries these settings and the pixel budget). With
 `video_transport="file"` the original file is sent as a file:// URL instead (for
-a local server started with `--allowed-local-media-path`); the server then samples it itself.
+a local server started with `--allowed-local-media-path`); the server then samples it itself. On
+the command line these are `--backend-args send_mm_kwargs=true,video_transport=file,served_model_name=NAME`.
+A `--chat-template` goes with each request as vLLM's `chat_template` field (start the server with
+`--trust-request-chat-template`); a server that is not vLLM is refused, since it would ignore it.
 
 Requests run concurrently on an asyncio event loop (`concurrency` in flight); 429, 5xx, timeouts
 and dropped connections are retried with exponential backoff, or after the server's Retry-After
@@ -153,6 +156,13 @@ class OpenAIBackend:
         self.client = httpx.Client(base_url=self.endpoint, params=self.params, headers=self.headers,
                                    timeout=min(self.timeout_s, 10.0))
         self.model, self.server_is_vllm = self._check_server(served_model_name)
+        self.chat_template = getattr(spec, "chat_template", None)
+        if self.chat_template and not self.server_is_vllm:
+            # Only vLLM's server renders a template sent with the request; others would ignore it.
+            self.client.close()
+            raise DyBenchError(f"--chat-template: {self.base_url} is not a vLLM server (its /models names no vllm "
+                               "owner), and only vLLM applies a template sent with each request: start the server "
+                               "with the template instead and drop --chat-template here")
 
     # --- startup --------------------------------------------------------------------------------
 
@@ -195,7 +205,7 @@ class OpenAIBackend:
             return self.spec.hub_id or self.spec.name, is_vllm
         self.client.close()
         raise DyBenchError(f"{self.base_url} serves {', '.join(served)}; none is {self.spec.name!r}: "
-                           "pass the served name as the served_model_name option")
+                           "pass the served name with --backend-args served_model_name=NAME")
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -206,6 +216,7 @@ class OpenAIBackend:
             "concurrency": self.concurrency,
             "timeout_s": self.timeout_s,
             "max_retries": self.max_retries,
+            "backoff_s": self.backoff_s,
             "video_transport": self.video_transport,
             "server_is_vllm": self.server_is_vllm,
             "send_mm_kwargs": self.send_mm_kwargs,
@@ -242,6 +253,8 @@ class OpenAIBackend:
             # (the server must allow it: --trust-request-mm-kwargs).
             body["mm_processor_kwargs"] = processor_kwargs(self.spec, len(request.clip.frames))
             body["media_io_kwargs"] = {"video": {"num_frames": -1, "fps": max(KEEP_ALL_FPS, math.ceil(2 * request.clip.sampled_fps))}}
+        if self.chat_template:
+            body["chat_template"] = self.chat_template  # vLLM: needs --trust-request-chat-template
         return body
 
     def _delay(self, attempt: int, reply: httpx.Response | None) -> tuple[float, str]:

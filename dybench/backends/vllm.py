@@ -32,6 +32,32 @@ def on_cpu() -> bool:
     return bool(current_platform.is_cpu())
 
 
+def engine_settings(spec: Any, cpu: bool, dtype: str | None = None, max_model_len: int | None = None,
+                    tensor_parallel_size: int = 1, gpu_memory_utilization: float | None = None,
+                    enforce_eager: bool | None = None, max_num_seqs: int | None = None,
+                    kv_cache_memory_bytes: int | None = None, trust_remote_code: bool = False,
+                    seed: int = 0) -> dict[str, Any]:
+    """The keyword arguments of `vllm.LLM` for the backend's options (and what run.json records)."""
+    settings: dict[str, Any] = {
+        "dtype": dtype or ("float32" if cpu else "auto"),
+        "max_model_len": int(max_model_len or getattr(spec, "max_model_len", None) or DEFAULT_MAX_MODEL_LEN),
+        "tensor_parallel_size": int(tensor_parallel_size),
+        "gpu_memory_utilization": float(
+            gpu_memory_utilization if gpu_memory_utilization is not None
+            else (CPU_MEMORY_FRACTION if cpu else GPU_MEMORY_FRACTION)
+        ),
+        "enforce_eager": bool(cpu if enforce_eager is None else enforce_eager),
+        "limit_mm_per_prompt": {"video": 1, "image": 0},
+        "trust_remote_code": bool(trust_remote_code),
+        "seed": int(seed),
+    }
+    if max_num_seqs is not None:
+        settings["max_num_seqs"] = int(max_num_seqs)
+    if kv_cache_memory_bytes is not None:  # a fixed KV cache instead of a share of the memory
+        settings["kv_cache_memory_bytes"] = int(kv_cache_memory_bytes)
+    return settings
+
+
 class VLLMBackend:
     name = "vllm"
 
@@ -62,23 +88,11 @@ class VLLMBackend:
         self.spec = spec
         self.weights = Path(weights)
         cpu = on_cpu()
-        self.settings: dict[str, Any] = {
-            "dtype": dtype or ("float32" if cpu else "auto"),
-            "max_model_len": int(max_model_len or getattr(spec, "max_model_len", None) or DEFAULT_MAX_MODEL_LEN),
-            "tensor_parallel_size": int(tensor_parallel_size),
-            "gpu_memory_utilization": float(
-                gpu_memory_utilization if gpu_memory_utilization is not None
-                else (CPU_MEMORY_FRACTION if cpu else GPU_MEMORY_FRACTION)
-            ),
-            "enforce_eager": bool(cpu if enforce_eager is None else enforce_eager),
-            "limit_mm_per_prompt": {"video": 1, "image": 0},
-            "trust_remote_code": bool(trust_remote_code),
-            "seed": int(seed),
-        }
-        if max_num_seqs is not None:
-            self.settings["max_num_seqs"] = int(max_num_seqs)
-        if kv_cache_memory_bytes is not None:  # a fixed KV cache instead of a share of the memory
-            self.settings["kv_cache_memory_bytes"] = int(kv_cache_memory_bytes)
+        self.settings = engine_settings(spec, cpu, dtype=dtype, max_model_len=max_model_len,
+                                        tensor_parallel_size=tensor_parallel_size,
+                                        gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager,
+                                        max_num_seqs=max_num_seqs, kv_cache_memory_bytes=kv_cache_memory_bytes,
+                                        trust_remote_code=trust_remote_code, seed=seed)
         self.device = "cpu" if cpu else "gpu"
         self._children_before = _child_pids()
         try:
@@ -128,8 +142,10 @@ class VLLMBackend:
     # --- inputs ---------------------------------------------------------------------------------
 
     def chat_text(self, prompt: str) -> str:
+        template = getattr(self.spec, "chat_template", None)  # --chat-template, else the checkpoint's
         return self._template_owner.apply_chat_template(
-            chat_messages(self.spec, prompt), add_generation_prompt=True, tokenize=False
+            chat_messages(self.spec, prompt), add_generation_prompt=True, tokenize=False,
+            **({"chat_template": template} if template else {}),
         )
 
     def video_prompt(self, prompt: str, clip: SampledClip) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from dybench.backends.base import Sampling
-from dybench.backends.registry import backend_names
+from dybench.backends.registry import backend_args_help, backend_names, backend_options
 from dybench.signals import interrupt_exit_code
 from dybench.cli.common import console, err_console, fail
 from dybench.escaping import rich_text
@@ -86,6 +86,13 @@ def eval_command(
     data_parallel: int = typer.Option(1, "--data-parallel", min=1, help="Run N shard workers at once (one engine "
                                       "each, each pinned to its own GPU(s), or to its share of the CPU threads) "
                                       "and merge them into --out; shard folders are kept in OUT/shards/."),
+    backend_args: Optional[str] = typer.Option(None, "--backend-args", help=backend_args_help()),
+    system_prompt: Optional[str] = typer.Option(None, "--system-prompt", help="A system message before every "
+                                                "question (hf, vllm, openai; part of the run's fingerprint)."),
+    chat_template: Optional[Path] = typer.Option(None, "--chat-template", help="A Jinja chat template file replacing "
+                                                 "the checkpoint's: rendered by hf and vllm, sent to a vLLM server "
+                                                 "by openai (which refuses other servers); its content hash is part "
+                                                 "of the run's fingerprint."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
 ) -> None:
     """Ask a model every question of a dataset; write predictions, run.json and scores.json.
@@ -100,7 +107,7 @@ def eval_command(
 
     if backend is not None and backend not in backend_names():
         fail(f"--backend {backend!r}: choose one of {', '.join(backend_names())}")
-    options = {
+    flags = {
         "base_url": base_url,
         "api_key_env": api_key_env,
         "concurrency": concurrency,
@@ -110,14 +117,18 @@ def eval_command(
         "dtype": dtype,
         "device": device,
     }
+    options = backend_options(model, backend, flags, backend_args)
+    chat_template = None if chat_template is None else str(chat_template)
     sampling = Sampling(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
     if data_parallel > 1:
         eval_kwargs = dict(
             model=model, data=data, backend=backend, limit=limit, batch_size=batch_size, shard=shard,
             num_frames=num_frames, fps=fps, max_frames=max_frames, min_pixels=min_pixels, max_pixels=max_pixels,
-            sampling=sampling, backend_options={k: v for k, v in options.items() if v is not None}, probe=probe,
+            sampling=sampling, backend_options=options, probe=probe, system_prompt=system_prompt,
+            chat_template=chat_template,
         )
-        scores = _eval_data_parallel(data_parallel, out, eval_kwargs, tensor_parallel_size or 1, device, progress)
+        scores = _eval_data_parallel(data_parallel, out, eval_kwargs, options.get("tensor_parallel_size") or 1,
+                                     options.get("device"), progress)  # flag or --backend-args: the same checks
         print_summary(scores, title=f"{model} on {data} ({data_parallel} workers)" + (f" (probe: {probe})" if probe else ""))
         console.print(rich_text(f"wrote {out / 'predictions.jsonl'}, {out / 'run.json'}, {out / 'scores.json'} "
                                 f"(shards in {out / 'shards'})"), highlight=False)
@@ -126,8 +137,8 @@ def eval_command(
         scores = run_eval(
             model, data, out, backend=backend, limit=limit, batch_size=batch_size, shard=shard,
             num_frames=num_frames, fps=fps, max_frames=max_frames, min_pixels=min_pixels, max_pixels=max_pixels,
-            sampling=sampling, backend_options={k: v for k, v in options.items() if v is not None},
-            progress=progress, console=err_console, probe=probe,
+            sampling=sampling, backend_options=options, progress=progress, console=err_console, probe=probe,
+            system_prompt=system_prompt, chat_template=chat_template,
         )
     except EvalInterrupted as exc:
         fail(str(exc), code=interrupt_exit_code())

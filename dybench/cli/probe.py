@@ -10,7 +10,7 @@ from rich import box
 from rich.table import Table
 
 from dybench.backends.base import Sampling
-from dybench.backends.registry import backend_names
+from dybench.backends.registry import backend_args_help, backend_names, backend_options
 from dybench.signals import interrupt_exit_code
 from dybench.cli.common import console, err_console, fail
 from dybench.escaping import rich_text
@@ -108,6 +108,13 @@ def probe_command(
     max_model_len: Optional[int] = typer.Option(None, "--max-model-len", min=1, help="vllm backend: context length."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="hf/vllm backends: e.g. bfloat16, float32."),
     device: Optional[str] = typer.Option(None, "--device", help="hf backend: cpu, cuda, cuda:1 ..."),
+    backend_args: Optional[str] = typer.Option(None, "--backend-args", help=backend_args_help()),
+    system_prompt: Optional[str] = typer.Option(None, "--system-prompt", help="A system message before every "
+                                                "question (hf, vllm, openai; part of the run's fingerprint)."),
+    chat_template: Optional[Path] = typer.Option(None, "--chat-template", help="A Jinja chat template file replacing "
+                                                 "the checkpoint's: rendered by hf and vllm, sent to a vLLM server "
+                                                 "by openai (which refuses other servers); its content hash is part "
+                                                 "of the run's fingerprint."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Run the full eval and every shortcut probe, then show how much of the score needs time.
@@ -121,13 +128,15 @@ def probe_command(
 
     if backend is not None and backend not in backend_names():
         fail(f"--backend {backend!r}: choose one of {', '.join(backend_names())}")
-    options = {"base_url": base_url, "api_key_env": api_key_env, "concurrency": concurrency, "timeout_s": request_timeout,
-               "tensor_parallel_size": tensor_parallel_size, "max_model_len": max_model_len, "dtype": dtype,
-               "device": device}
+    flags = {"base_url": base_url, "api_key_env": api_key_env, "concurrency": concurrency, "timeout_s": request_timeout,
+             "tensor_parallel_size": tensor_parallel_size, "max_model_len": max_model_len, "dtype": dtype,
+             "device": device}
+    options = backend_options(model, backend, flags, backend_args)
     try:
         summary = run_probe_suite(
-            model, data, out, probes=probes.split(","), backend=backend,
-            backend_options={k: v for k, v in options.items() if v is not None}, progress=progress,
+            model, data, out, probes=probes.split(","), backend=backend, backend_options=options,
+            system_prompt=system_prompt, chat_template=None if chat_template is None else str(chat_template),
+            progress=progress,
             console=err_console, limit=limit, batch_size=batch_size, num_frames=num_frames, fps=fps,
             max_frames=max_frames, min_pixels=min_pixels, max_pixels=max_pixels,
             sampling=Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed),
