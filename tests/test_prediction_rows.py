@@ -235,3 +235,34 @@ def test_a_video_that_does_not_decode_gets_a_wrong_row_without_frames(data, tmp_
     assert (row["target"], row["correct"], row["frame_indices"], row["frame_timestamps_s"]) == \
         (item.answer, False, None, None)
     assert Prediction.model_validate(row).correct is False
+
+
+def test_on_timeblind_correct_follows_its_own_reader_not_the_stored_letter(tmp_path):
+    from test_timeblind import write_timeblind
+
+    from dybench.prediction_rows import with_outcome
+
+    path = write_timeblind(tmp_path / "TimeBlind", n_instances=2)
+    dataset = load_data(f"timeblind:{path}")
+    item = next(item for item in dataset.items if item.meta["type"] == "multiple_choice" and item.answer == "A")
+    # TimeBlind scores the raw output ("B"), whatever letter the row stores.
+    row = with_outcome(Prediction(id=item.id, key="k", output="The answer is B", pred="A"), item, dataset.family)
+    assert (row.target, row.correct) == ("A", False)
+    assert bool(item_table(dataset, {item.id: row}).set_index("id").loc[item.id, "correct"]) is False
+
+
+def test_a_timeblind_run_writes_rows_whose_correct_matches_its_scores(tmp_path):
+    from test_timeblind import write_timeblind
+
+    path = write_timeblind(tmp_path / "TimeBlind", n_instances=4)
+    moving = np.zeros((12, 16, 16, 3), dtype=np.uint8)
+    for row in map(json.loads, path.read_text().splitlines()):
+        write_video(tmp_path / row["video_path"], moving, fps=6)
+    run = tmp_path / "run"
+    run_eval("baseline:random", f"timeblind:{path}", run, num_frames=4, progress=False)
+    rows = rows_of(run)
+    _, predictions = read_predictions(run)
+    table = item_table(load_data(f"timeblind:{path}"), predictions).set_index("id")
+    assert {row["id"]: row["correct"] for row in rows} == table["correct"].to_dict()
+    assert {row["correct"] for row in rows} == {True, False}
+    assert all(row["frame_indices"] == [1, 4, 7, 10] for row in rows)
