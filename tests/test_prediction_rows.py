@@ -102,12 +102,12 @@ def cli_runs(data, tmp_path_factory) -> dict[tuple[str, str], Path]:
 def test_rows_carry_the_target_and_the_correctness_dybench_score_computes(cli_runs, data, model, sampling):
     run = cli_runs[model, sampling]
     rows = {row["id"]: row for row in rows_of(run)}
-    assert {row["target"] for row in rows.values()} and all(row["target"] == answer
-                                                           for row_id, answer in manifest_answers(data).items()
-                                                           for row in [rows[row_id]])
+    answers = manifest_answers(data)
+    assert set(rows) == set(answers)
+    assert all(rows[row_id]["target"] == answer for row_id, answer in answers.items())
     for row in rows.values():
         assert row["correct"] == (row["pred"] is not None and row["error"] is None and row["pred"] == row["target"])
-    config, predictions = read_predictions(run)
+    _, predictions = read_predictions(run)
     table = item_table(load_data(str(data)), predictions).set_index("id")
     assert {row_id: row["correct"] for row_id, row in rows.items()} == table["correct"].to_dict()
     if model == "baseline:random":  # both outcomes occur, so the agreement above means something
