@@ -39,6 +39,7 @@ from dybench.data import Dataset
 from dybench.families import load_data
 from dybench.errors import DyBenchError
 from dybench.escaping import rich_text
+from dybench.prediction_rows import sent_frames, with_outcome
 from dybench.probes import apply_probe, check_probe, probe_items
 from dybench.families import template_for
 from dybench.prompts import PromptTemplate, extract_for_item, render_prompt
@@ -220,12 +221,21 @@ def predictions_for(
     responses: dict[str, Response],
     store: PredictionStore,
     template: PromptTemplate,
+    family: str,
+    sends_video_file: bool = False,
 ) -> list[Prediction]:
+    """The rows of a batch, each with its target, correctness and frames sent (dybench.prediction_rows)."""
+    return [with_outcome(row, entry.item, family)
+            for entry, row in zip(decoded, _reply_rows(decoded, responses, store, template, sends_video_file))]
+
+
+def _reply_rows(decoded: list[DecodedItem], responses: dict[str, Response], store: PredictionStore,
+                template: PromptTemplate, sends_video_file: bool) -> list[Prediction]:
     rows = []
     for entry in decoded:
         item = entry.item
         if entry.error is not None:
-            rows.append(Prediction(id=item.id, key=store.key(item.id), error=redact(entry.error)))
+            rows.append(Prediction(id=item.id, key=store.key(item.id), error=redact(entry.error), **sent_frames(None)))
             continue
         response = responses[item.id]
         text, error = response.text, response.error
@@ -244,6 +254,7 @@ def predictions_for(
                 **cut,
                 **({"extra": redact_data(response.extra)} if response.extra else {}),
                 **_short_clip_fields(entry.clip),
+                **sent_frames(entry.clip, sends_video_file),
             )
         )
     return rows
@@ -514,9 +525,11 @@ def _run_batches(dataset: Dataset, todo: list[Item], total: int, engine: Backend
                     responses = answer_batch(engine, decoded, template, sampling)
                 except AnswersSoFar as interrupt:  # keep what arrived; the rest is asked on resume
                     kept = [d for d in decoded if d.error is not None or d.item.id in interrupt.answered]
-                    appender.append(predictions_for(kept, interrupt.answered, store, template))
+                    appender.append(predictions_for(kept, interrupt.answered, store, template, dataset.family,
+                                                    sends_video_file(engine)))
                     raise
-                appender.append(predictions_for(decoded, responses, store, template))
+                appender.append(predictions_for(decoded, responses, store, template, dataset.family,
+                                                sends_video_file(engine)))
                 done += len(batch)
                 bar.update(task, completed=done)
         except KeyboardInterrupt:
@@ -525,6 +538,11 @@ def _run_batches(dataset: Dataset, todo: list[Item], total: int, engine: Backend
         except DyBenchError as exc:  # e.g. the server went away mid-run: say that the work so far is kept
             _cancel(pending)
             raise DyBenchError(f"{exc} ({done} of {total} items are saved; rerun the same command to resume)") from None
+
+
+def sends_video_file(engine: Backend) -> bool:
+    """Whether `engine` sends the video file rather than the sampled frames (see Backend)."""
+    return bool(getattr(engine, "sends_video_file", False))
 
 
 def _cancel(pending: deque[list[Future[DecodedItem]]]) -> None:

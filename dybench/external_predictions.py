@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from dybench.data import Dataset
 from dybench.families import FAMILIES, load_data
 from dybench.errors import DyBenchError, pydantic_message
-from dybench.schema import Prediction
+from dybench.schema import RECORD_FIELDS, Prediction
 from dybench.atomic import write_json_atomic
 from dybench.store import SCORES
 from dybench.text_files import read_text
@@ -81,7 +81,9 @@ def our_predictions(rows: list[tuple[str, Any]]) -> dict[str, Prediction]:
     for where, row in rows:
         if not isinstance(row, dict):
             raise DyBenchError(f"{where}: expected a JSON object with id and output or pred")
-        row = {"key": f"external/{row.get('id')}", **row}
+        # The record-only fields are never scored (correctness is recomputed); rows from other
+        # tools may hold anything under those names, so they are not read at all.
+        row = {"key": f"external/{row.get('id')}", **{k: v for k, v in row.items() if k not in RECORD_FIELDS}}
         try:
             prediction = Prediction.model_validate(row)
         except ValidationError as exc:

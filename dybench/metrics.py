@@ -84,6 +84,23 @@ def predicted_letter(item: Item, prediction: Prediction, family: str) -> str | N
     return _valid_letter(prediction.pred, len(item.options))
 
 
+def scored_letter(item: Item, prediction: Prediction | None, family: str) -> str | None:
+    """The letter a prediction is scored as: none for a missing row or a failed request (even
+    where the row also carries a letter), else `predicted_letter`."""
+    if prediction is None or prediction.error is not None:
+        return None
+    return predicted_letter(item, prediction, family)
+
+
+def is_correct(item: Item, prediction: Prediction | None, family: str) -> bool:
+    """Whether the item counts as right: the one rule behind every score (and a row's `correct`)."""
+    return letter_is_right(item, scored_letter(item, prediction, family))
+
+
+def letter_is_right(item: Item, pred: str | None) -> bool:
+    return pred is not None and pred == item.answer
+
+
 def pair_compares_text(members: Sequence[Item]) -> bool:
     """Whether answers within this pair are compared by option text rather than letter: true when
     its items offer the same options in different orders, so one letter names different options.
@@ -112,8 +129,7 @@ def item_table(dataset: Dataset, predictions: Mapping[str, Prediction]) -> pd.Da
     for item in dataset.items:
         prediction = predictions.get(item.id)
         error = prediction is not None and prediction.error is not None
-        # A failed request has no answer, even where the row also carries a letter.
-        pred = predicted_letter(item, prediction, dataset.family) if prediction is not None and not error else None
+        pred = scored_letter(item, prediction, dataset.family)
         records.append(
             {
                 "id": item.id,
@@ -129,7 +145,7 @@ def item_table(dataset: Dataset, predictions: Mapping[str, Prediction]) -> pd.Da
                 "missing": prediction is None,
                 "error": error,
                 "invalid": prediction is not None and not error and pred is None,
-                "correct": pred is not None and pred == item.answer,
+                "correct": letter_is_right(item, pred),
             }
         )
     return pd.DataFrame.from_records(

@@ -104,6 +104,15 @@ def apply_probe(clip: SampledClip, probe: str | None, item_id: str) -> SampledCl
     return dataclasses.replace(clip, frames=frames, extra={**clip.extra, "probe": probe, "probe_positions": positions})
 
 
+def shown_positions(clip: SampledClip) -> list[int] | None:
+    """Which sampled frame each slot of `clip` shows, in slot order: every frame in order for the
+    full video, the probe's choice under a probe, None under `blank` (no slot shows the video)."""
+    if "probe" not in clip.extra:
+        return list(range(len(clip.indices)))
+    positions = clip.extra["probe_positions"]
+    return None if positions is None else list(positions)
+
+
 # --- answers under a probe --------------------------------------------------------------------
 
 

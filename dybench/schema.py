@@ -78,7 +78,11 @@ class Prediction(BaseModel):
     """One row of `RUN_DIR/predictions.jsonl`.
 
     A row whose reply was too long to store in full (see dybench.evaluate) also has `output_chars`,
-    the full reply's length; `pred` was extracted from the full reply."""
+    the full reply's length; `pred` was extracted from the full reply.
+
+    `RECORD_FIELDS` describe the sample for readers of the file (docs/architecture.md,
+    "Contracts"); rows written before they existed, and rows made elsewhere, lack them. Scoring
+    never reads them: it recomputes correctness from the answer (dybench.metrics)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -88,3 +92,13 @@ class Prediction(BaseModel):
     pred: str | None = Field(default=None, description="extracted option letter, None if invalid")
     error: str | None = None
     latency_s: float | None = None
+    target: str | None = Field(default=None, description="the correct option letter for what the model was shown")
+    correct: bool | None = Field(default=None, description="whether the answer counts as right, by the scoring rule")
+    frame_indices: list[int] | None = Field(
+        default=None, description="stream position of the frame in each slot sent to the model, in the order sent")
+    frame_timestamps_s: list[float] | None = Field(
+        default=None, description="presentation time of those frames, seconds since the stream's first frame")
+
+
+RECORD_FIELDS: tuple[str, ...] = ("target", "correct", "frame_indices", "frame_timestamps_s")
+"""Prediction fields that record the sample and play no part in scoring."""

@@ -107,7 +107,12 @@ class StreamIndex:
 
 @dataclass
 class SampledClip:
-    """Frames sampled from a video, with exactly which source frames they are and when."""
+    """Frames sampled from a video, with exactly which source frames they are and when.
+
+    `indices` and `timestamps` count from the clip's first frame (the start of its frame range,
+    if it has one), as models are told; `stream_indices` and `stream_timestamps` place the same
+    frames in the whole decoded stream (positions from 0, seconds since its first frame), which is
+    what a prediction row records. Without a range the two agree (the default)."""
 
     frames: np.ndarray
     indices: list[int]
@@ -115,6 +120,14 @@ class SampledClip:
     source_fps: float
     source_n_frames: int
     extra: dict = field(default_factory=dict)
+    stream_indices: list[int] | None = None
+    stream_timestamps: list[float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.stream_indices is None:
+            self.stream_indices = list(self.indices)
+        if self.stream_timestamps is None:
+            self.stream_timestamps = list(self.timestamps)
 
     @property
     def sampled_fps(self) -> float:
@@ -546,19 +559,23 @@ def load_clip(
     """Sample a video (optionally only its frames [start, end)), decoding only the sampled frames.
 
     Indices count from the range's first frame and timestamps are seconds since it, from the
-    stream's timestamps. A clip with fewer frames than `num_frames` gives all it has.
+    stream's timestamps (`stream_indices` / `stream_timestamps`: the same frames in the whole
+    stream). A clip with fewer frames than `num_frames` gives all it has.
     """
     path = Path(path)
 
     def sample(index: StreamIndex) -> SampledClip:
         window = plan_sample(index, num_frames, sample_fps, max_frames, frame_range, path)
-        frames = np.stack(list(iter_frames(index, [window.start + p for p in window.picks])))
+        positions = [window.start + p for p in window.picks]
+        frames = np.stack(list(iter_frames(index, positions)))
         return SampledClip(
             frames=frames,
             indices=window.picks,
             timestamps=[round(window.times[p], 6) for p in window.picks],
             source_fps=index.fps if index.fps > 0 else 1.0,
             source_n_frames=window.end - window.start,
+            stream_indices=positions,
+            stream_timestamps=[round(index.times[p], 6) for p in positions],
         )
 
     return with_index(path, sample)

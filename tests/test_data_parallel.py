@@ -30,7 +30,8 @@ def dybench(*args: str) -> subprocess.CompletedProcess:
 
 def answers(run: Path) -> dict[str, tuple]:
     rows = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines() if line.strip()]
-    return {row["id"]: (row["key"], row.get("output"), row.get("pred"), row.get("error")) for row in rows}
+    return {row["id"]: (row["key"], row.get("output"), row.get("pred"), row.get("error"), row.get("target"),
+                        row.get("correct"), row.get("frame_indices"), row.get("frame_timestamps_s")) for row in rows}
 
 
 def line_count(path: Path) -> int:
@@ -50,6 +51,8 @@ def test_two_workers_give_the_single_process_answers_in_one_folder(single_run, s
     result = dybench("eval", *TINY, "--data", str(synthetic_test_set), "--out", str(out), "--data-parallel", "2")
     assert result.returncode == 0, result.stderr
     assert answers(out) == answers(single_run)
+    # The merged rows keep what each shard recorded: target, correctness, the 4 frames sent.
+    assert all(row[4] and row[5] is not None and len(row[6]) == 4 for row in answers(out).values())
     assert json.loads((out / "scores.json").read_text()) == json.loads((single_run / "scores.json").read_text())
     merged = json.loads((out / "run.json").read_text())
     single = json.loads((single_run / "run.json").read_text())

@@ -269,3 +269,15 @@ def test_an_unreachable_server_is_named_without_its_credentials(synthetic_test_s
         capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "300"})
     assert_one_line_error(result, "cannot reach", f"127.0.0.1:{port}")
     assert "hunter2-password" not in result.stderr and "tok-99" not in result.stderr
+
+
+def test_rows_name_the_frames_sent_and_none_when_the_server_samples_the_file(endpoint, synthetic_test_set,
+                                                                              tmp_path) -> None:
+    for transport in ("base64", "file"):
+        run_eval("qwen3-vl-8b", str(synthetic_test_set), tmp_path / transport, backend="openai", limit=2,
+                 num_frames=4, backend_options={"base_url": endpoint, "video_transport": transport}, progress=False)
+    sent = [json.loads(line) for line in (tmp_path / "base64" / "predictions.jsonl").read_text().splitlines()]
+    served = [json.loads(line) for line in (tmp_path / "file" / "predictions.jsonl").read_text().splitlines()]
+    assert all(len(row["frame_indices"]) == len(row["frame_timestamps_s"]) == 4 for row in sent)
+    assert all(row["frame_indices"] is None and row["frame_timestamps_s"] is None for row in served)
+    assert all(row["target"] and row["correct"] == (row["pred"] == row["target"]) for row in sent + served)

@@ -59,6 +59,10 @@ class BatchInterrupted(KeyboardInterrupt):
 
 
 class Backend(Protocol):
+    """A model behind one interface. A backend that sends the video file instead of the sampled
+    frames (its server samples them) also has `sends_video_file = True`, so prediction rows do
+    not claim frames the model may not have seen (dybench/prediction_rows.py)."""
+
     name: str
 
     def generate(self, requests: list[Request], sampling: Sampling) -> list[Response]:

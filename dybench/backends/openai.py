@@ -207,6 +207,11 @@ class OpenAIBackend:
         raise DyBenchError(f"{self.base_url} serves {', '.join(served)}; none is {self.spec.name!r}: "
                            "pass the served name with --backend-args served_model_name=NAME")
 
+    @property
+    def sends_video_file(self) -> bool:
+        """With the `file` transport the server reads the video and samples frames itself."""
+        return self.video_transport == "file"
+
     def describe(self) -> dict[str, Any]:
         return {
             "backend": self.name,
