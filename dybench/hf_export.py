@@ -222,23 +222,35 @@ def _replace(staging: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def check_repo_id(repo: str) -> None:
+    """Refuse a repository name the hub would refuse, before anything is written."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo)
+    except HFValidationError as exc:
+        raise DyBenchError(f"--push-to-hub {repo}: {' '.join(str(exc).split())}") from None
+    if "/" not in repo:
+        raise DyBenchError(f"--push-to-hub {repo}: give the repository as OWNER/NAME")
+
+
 def push_to_hub(folder: Path, repo: str, private: bool = False) -> str:
     """Upload an export folder to the dataset repository `repo` (created if missing) and return its
     URL. The token comes from the environment (HF_TOKEN) through huggingface_hub; it is never
     written anywhere. A failure is one line; the local export is kept."""
-    import httpx
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub import HfApi, errors
 
     from dybench.redact import add_secret
 
     add_secret(os.environ.get("HF_TOKEN"))
+    # the HTTP library's own base error, as huggingface_hub imports it (httpx, or a fork of it)
+    http_error = getattr(errors, "HTTPError", errors.HfHubHTTPError)
     api = HfApi()
     try:
         api.create_repo(repo, repo_type="dataset", private=private, exist_ok=True)
         api.upload_folder(folder_path=str(folder), repo_id=repo, repo_type="dataset",
                           commit_message="dybench export hf")
-    except (OSError, ValueError, httpx.HTTPError, HfHubHTTPError) as exc:
+    except (OSError, ValueError, http_error) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise DyBenchError(f"push to {api.endpoint} ({repo}) failed: {reason[:300]}; the export is kept "
                            f"in {folder}: rerun with --push-to-hub to retry") from None

@@ -31,8 +31,10 @@ def export_hf_command(
     with the build's split, and `dybench eval --data hf:OUT` evaluates it like the source."""
     from dybench.families import load_data
     from dybench.evaluate import absolute_spec
-    from dybench.hf_export import export_hf, push_to_hub as push
+    from dybench.hf_export import check_repo_id, export_hf, push_to_hub as push
 
+    if push_to_hub:
+        check_repo_id(push_to_hub)
     dataset = load_data(data)
     summary = export_hf(dataset, absolute_spec(data), out)
     console.print(rich_text(f"exported {summary.n_items} items ({summary.n_clips} clips, "
