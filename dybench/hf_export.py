@@ -29,6 +29,7 @@ from dybench.data import Dataset
 from dybench.errors import DyBenchError
 from dybench.hf_dataset import EXTRA, ITEM_FIELDS, METADATA, RECORD, VIDEOS, ExportRecord, read_record, split_of
 from dybench.schema import Item
+from dybench.text_files import read_text
 
 CARD = "README.md"
 
@@ -83,17 +84,18 @@ def metadata_row(item: Item, file_name: str, with_extra: bool) -> dict:
 
 
 def _licence(dataset: Dataset) -> tuple[str, str]:
-    """(hub licence id, sentence): rendered clips are CC BY 4.0; other clips keep their source's licence."""
+    """(hub licence id, sentence): rendered clips are CC BY 4.0 (data_cards/TEMPLATE.md); a
+    re-export keeps its source export's licence; other clips keep their sources' licence."""
     from dybench.build import BUILD_CONFIG, BuildConfig
 
     build = dataset.root / BUILD_CONFIG
-    if dataset.family == "synthetic" and build.is_file() and BuildConfig.model_validate_json(build.read_text()).source == "synthetic":
+    if build.is_file() and BuildConfig.model_validate_json(read_text(build)).source == "synthetic":
         return "cc-by-4.0", "CC BY 4.0 (the rendered clips and their questions)."
-    record = read_record(dataset.root)
-    if record is not None and (dataset.root / CARD).is_file():
-        for line in (dataset.root / CARD).read_text(encoding="utf-8", errors="replace").splitlines()[:5]:
-            if line.startswith("license: ") and line != "license: other":
-                return line.removeprefix("license: ").strip(), "as the exported source's card states."
+    card = dataset.root / CARD
+    if read_record(dataset.root) is not None and card.is_file():
+        for line in read_text(card).splitlines()[:5]:
+            if line.startswith("license: ") and line.strip() != "license: other":
+                return line.removeprefix("license: ").strip(), "that of the exported source (its card's)."
     return "other", "that of the source videos (the clips here are copies of them or derived from them)."
 
 

@@ -154,6 +154,18 @@ def test_hf_data_keeps_ids_pairs_answers_and_transforms(exported_test, small_tes
     assert all(exported.video_path(i).is_relative_to(exported_test.resolve()) for i in exported.items)
 
 
+def test_an_export_exports_again_with_its_split_family_and_licence(small_train_build, tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert dybench("export", "hf", small_train_build, "--out", first).returncode == 0
+    result = dybench("export", "hf", f"hf:{first}", "--out", second)
+    assert result.returncode == 0, result.stderr
+    assert "as split `train`" in result.stdout
+    assert "license: cc-by-4.0" in (second / "README.md").read_text()
+    record = json.loads((second / "dybench_export.json").read_text())
+    assert (record["family"], record["name"], record["split"]) == ("synthetic", "small-train", "train")
+    assert (second / "metadata.jsonl").read_text() == (first / "metadata.jsonl").read_text()
+
+
 def test_exporting_again_to_the_same_folder_replaces_the_earlier_export(small_test_build, tmp_path):
     out = tmp_path / "again"
     assert dybench("export", "hf", small_test_build, "--out", out).returncode == 0
