@@ -53,7 +53,8 @@ class ExportRecord(BaseModel):
     family: str
     split: Literal["test", "train"]
     source: str
-    """The `--data` spec the export was made from (absolute)."""
+    """The `--data` spec the export was made from, as given (the record travels with a push: no
+    folder of this machine is added to it)."""
     source_fingerprint: str
     n_items: int
     n_clips: int

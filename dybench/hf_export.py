@@ -107,7 +107,7 @@ def card_text(dataset: Dataset, split: str, n_clips: int, out_name: str) -> str:
 license: {licence_id}
 task_categories:
 - video-question-answering
-pretty_name: DyBench counterfactual pairs ({json.dumps(dataset.name)[1:-1]})
+pretty_name: {json.dumps(f"DyBench counterfactual pairs ({dataset.name})")}
 configs:
 - config_name: default
   data_files:

@@ -30,13 +30,12 @@ def export_hf_command(
     """Write DATA as a Hugging Face `datasets` video folder: `load_dataset(OUT, split=...)` reads it,
     with the build's split, and `dybench eval --data hf:OUT` evaluates it like the source."""
     from dybench.families import load_data
-    from dybench.evaluate import absolute_spec
     from dybench.hf_export import check_repo_id, export_hf, push_to_hub as push
 
     if push_to_hub:
         check_repo_id(push_to_hub)
     dataset = load_data(data)
-    summary = export_hf(dataset, absolute_spec(data), out)
+    summary = export_hf(dataset, data, out)
     console.print(rich_text(f"exported {summary.n_items} items ({summary.n_clips} clips, "
                             f"{summary.bytes_copied / 1e6:.1f} MB) as split `{summary.split}` to {summary.out}"),
                   highlight=False)
