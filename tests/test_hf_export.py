@@ -328,3 +328,29 @@ def test_parquet_written_by_datasets_reads_back_as_the_same_items(exported_test,
     ds.to_parquet(str(by_path / "test.parquet"))  # absolute paths into the datasets cache's source folder
     with pytest.raises(DyBenchError, match=r"test.parquet:row 0: field video.path: .*absolute"):
         load_data(f"hf:{by_path}")
+
+
+def test_an_export_of_timeblind_data_is_asked_and_scored_as_timeblind(small_test_build, tmp_path):
+    """The export keeps its source's family: TimeBlind's prompt suffixes, answer reading and score block."""
+    from test_timeblind import write_timeblind
+
+    data = write_timeblind(tmp_path / "TimeBlind", n_instances=2)
+    clips = sorted((small_test_build / "videos").iterdir())
+    for number, row in enumerate(json.loads(line) for line in data.read_text().splitlines()):
+        target = tmp_path / row["video_path"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(clips[number % len(clips)], target)
+    out = tmp_path / "timeblind-hf"
+    result = dybench("export", "hf", f"timeblind:{data}", "--out", out)
+    assert result.returncode == 0, result.stderr
+    source, exported = load_data(f"timeblind:{data}"), load_data(f"hf:{out}")
+    assert exported.family == "timeblind"
+    assert [i.model_dump(exclude={"video"}) for i in exported.items] == [i.model_dump(exclude={"video"}) for i in source.items]
+    scores = {}
+    for name, spec in (("source", f"timeblind:{data}"), ("hf", f"hf:{out}")):
+        run = tmp_path / f"run-{name}"
+        result = dybench("eval", "--model", "baseline:random", "--data", spec, "--out", run)
+        assert result.returncode == 0, result.stderr
+        scores[name] = json.loads((run / "scores.json").read_text())
+        scores[name].pop("dataset_fingerprint")
+    assert "timeblind" in scores["source"] and scores["hf"] == scores["source"]
