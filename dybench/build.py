@@ -687,10 +687,12 @@ def card_text(summary: BuildSummary, name: str | None = None) -> str:
                    + (f" --frames {scene.n_frames}" if scene.n_frames != 16 else "")
                    + (f" --fps {scene.fps:g}" if scene.fps != 8 else ""))
         licence = "CC BY 4.0 (the rendered clips and manifest); the generator code is MIT like the rest of dybench."
+        licence_id = "cc-by-4.0"
     else:
         source = f"counterfactuals of the videos in `{config.videos}`"
         command = "dybench build-pairs --from-videos SRC --annotations ANN.jsonl --out DIR"
         licence = "that of the source videos (the counterfactual clips are derived works of them)."
+        licence_id = "other"  # the hub's id for a licence it does not list: the sources' own
     template = string.Template(CARD_TEMPLATE.read_text())
     return template.substitute(
         name=name or summary.out.name,
@@ -703,6 +705,8 @@ def card_text(summary: BuildSummary, name: str | None = None) -> str:
         generator_version=config.generator_version,
         dybench_version=__version__,
         licence=licence,
+        license_id=licence_id,
+        split=config.split,
     )
 
 

@@ -298,7 +298,9 @@ def answer_batch(backend: Backend, decoded: list[DecodedItem], template: PromptT
 
 def absolute_spec(data: str) -> str:
     """The --data value with its path made absolute, so run.json works from any directory."""
-    for prefix in ("timeblind:", "dybench:"):
+    from dybench.families import FAMILIES
+
+    for prefix in (f"{entry.prefix}:" for _, entry in FAMILIES.items() if entry.prefix):
         if data.startswith(prefix):
             return prefix + str(Path(data.removeprefix(prefix)).resolve())
     return str(Path(data).resolve())

@@ -6,7 +6,8 @@ items record which clip was transformed (for the original-vs-counterfactual diag
 which extra score blocks (dybench/score_blocks.py) its scores carry.
 
 Built in: `synthetic` (a folder from `dybench build-pairs`), `dybench` (the official release
-layout, `dybench:PATH`) and `timeblind` (TimeBlind's data.jsonl, `timeblind:FILE`). A new family
+layout, `dybench:PATH`), `timeblind` (TimeBlind's data.jsonl, `timeblind:FILE`) and `hf` (a
+Hugging Face datasets folder from `dybench export hf`, `hf:DIR`). A new family
 is one `FAMILIES.register(...)` call in a plugin module (dybench/plugins.py).
 """
 
@@ -58,7 +59,7 @@ def template_for(family: str) -> PromptTemplate:
 
 def load_data(spec: str) -> Dataset:
     """Resolve a `--data` spec: a built folder, or `PREFIX:PATH` for a family with a prefix
-    (`dybench:PATH` for the official release, `timeblind:FILE`)."""
+    (`dybench:PATH` for the official release, `timeblind:FILE`, `hf:DIR`)."""
     for family in FAMILIES.names():
         entry = FAMILIES.get(family)
         if entry.prefix and spec.startswith(entry.prefix + ":"):
@@ -91,6 +92,12 @@ def _load_timeblind(path: Path) -> Dataset:
     return load_timeblind(path)
 
 
+def _load_hf(path: Path) -> Dataset:
+    from dybench.hf_dataset import load_hf
+
+    return load_hf(path)
+
+
 def _timeblind_answer(item: Item, prediction: Prediction) -> str | None:
     """TimeBlind items are read from the raw output with the reference scorer's extraction, so
     every TimeBlind number follows one rule."""
@@ -112,4 +119,10 @@ FAMILIES.register("timeblind", DatasetFamily(
     "timeblind", "TimeBlind's data.jsonl", _load_timeblind,
     PromptTemplate(name="timeblind-v1", style="suffix", suffixes=TIMEBLIND_SUFFIXES), prefix="timeblind",
     read_answer=_timeblind_answer, score_blocks=("timeblind",), prediction_format="timeblind",
+))
+# An export keeps its source's family (dybench/hf_dataset.py): this entry is the prefix, and the
+# family of parquet files that record none (their items carry transforms, like a build's).
+FAMILIES.register("hf", DatasetFamily(
+    "hf", "a Hugging Face datasets folder from `dybench export hf` (or its parquet files)", _load_hf, LETTERED,
+    prefix="hf", transforms_known=True,
 ))

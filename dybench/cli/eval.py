@@ -44,7 +44,7 @@ def eval_command(
     model: str = typer.Option(..., "--model", "-m", help="Model alias (see `dybench models`), local path, org/name hub id, "
                               "or baseline:random | baseline:constant | baseline:motion."),
     data: str = typer.Option(..., "--data", "-d", help="A folder from `dybench build-pairs`, dybench:PATH (official "
-                             "release) or timeblind:PATH/data.jsonl."),
+                             "release), timeblind:PATH/data.jsonl or hf:DIR (from `dybench export hf`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory: predictions.jsonl, run.json, scores.json. "
                              "Rerunning the same command with the same --out resumes."),
     backend: Optional[str] = typer.Option(None, "--backend", "-b", help=f"{' | '.join(backend_names())} "

@@ -76,7 +76,7 @@ def probe_command(
     model: str = typer.Option(..., "--model", "-m", help="Model alias (see `dybench models`), local path, org/name hub id, "
                               "or baseline:random | baseline:constant | baseline:motion."),
     data: str = typer.Option(..., "--data", "-d", help="A folder from `dybench build-pairs`, dybench:PATH (official "
-                             "release) or timeblind:PATH/data.jsonl."),
+                             "release), timeblind:PATH/data.jsonl or hf:DIR (from `dybench export hf`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder of the runs (OUT/full, OUT/single-frame, ...), "
                              "probes.json and probes.png. Rerunning the same command resumes."),
     probes: str = typer.Option(",".join(PROBES), "--probes", help="Comma-separated probes to run besides the "

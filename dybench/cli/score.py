@@ -15,7 +15,7 @@ from dybench.tables import scores_summary, scores_table
 def score_command(
     run_dir: Optional[Path] = typer.Argument(None, help="A run directory from `dybench eval`: rewrites RUN_DIR/scores.json."),
     data: Optional[str] = typer.Option(None, "--data", help="Dataset of predictions made elsewhere: a built folder, "
-                                       "dybench:PATH or timeblind:PATH/data.jsonl."),
+                                       "dybench:PATH, timeblind:PATH/data.jsonl or hf:DIR."),
     predictions: Optional[Path] = typer.Option(None, "--predictions", help="Predictions made elsewhere: our "
                                                "predictions.jsonl rows (id, output/pred) or TimeBlind's JSON list "
                                                "(index, model_output)."),

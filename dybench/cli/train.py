@@ -19,7 +19,7 @@ def train_command(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model alias (e.g. qwen3-vl-8b, tiny-random-qwen3-vl) "
                                         "or a local checkpoint folder (e.g. the --out of an earlier run)."),
     data: Optional[str] = typer.Option(None, "--data", "-d", help="Training data: a folder from "
-                                       "`dybench build-pairs --split train` (or any manifest folder)."),
+                                       "`dybench build-pairs --split train` (or any manifest folder, or hf:DIR from `dybench export hf`)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder: HF checkpoint (model + processor), "
                                        "metrics.jsonl, train_config.yaml, checkpoints/."),
     algo: Optional[str] = typer.Option(None, "--algo", help=f"{' | '.join(ALGORITHMS.names())} (default crpo): "
