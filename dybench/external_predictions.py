@@ -104,8 +104,8 @@ def lmms_eval_predictions(rows: list[tuple[str, Any]]) -> dict[str, Prediction]:
                                "dybench_acc.id); log samples of a task written by `dybench export lmms-eval`")
         reply = _sample_reply(row)
         if not isinstance(reply, str):
-            raise DyBenchError(f"{where}: item {item_id!r}: expected one text reply in resps/filtered_resps, "
-                               f"got {type(reply).__name__}{' of ' + str(len(reply)) if isinstance(reply, list) else ''}")
+            got = f"{len(reply)} replies" if isinstance(reply, list) else type(reply).__name__
+            raise DyBenchError(f"{where}: item {item_id!r}: expected one text reply in resps/filtered_resps, got {got}")
         if item_id in predictions:
             raise DyBenchError(f"{where}: item {item_id!r} was already given at {first_seen[item_id]}; "
                                "keep one sample per item")

@@ -95,7 +95,8 @@ def external_scores(data: str, predictions: Path, out: Path) -> dict:
 
 def test_lmms_eval_task_manager_lists_the_exported_task(replayed):
     assert replayed["report"]["listed"] is True
-    assert sorted(p.name for p in replayed["task_dir"].iterdir()) == ["dybench_test.jsonl", "dybench_test.yaml", "utils.py"]
+    files = sorted(p.name for p in replayed["task_dir"].iterdir())
+    assert files == ["dybench_test.jsonl", "dybench_test.yaml", "utils.py"]
     utils = (replayed["task_dir"] / "utils.py").read_text()
     assert not [line for line in utils.splitlines() if line.startswith(("import dybench", "from dybench"))]
 
@@ -137,7 +138,8 @@ def test_an_lmms_eval_sample_log_scores_like_dybench(replayed, which, tmp_path):
     if which == 0:
         expected = json.loads((replayed["run"] / "scores.json").read_text())
     else:
-        hard = [{"id": k, "output": v} for k, v in json.loads((replayed["work"] / "hard_replies.json").read_text()).items()]
+        replies = json.loads((replayed["work"] / "hard_replies.json").read_text())
+        hard = [{"id": k, "output": v} for k, v in replies.items()]
         (tmp_path / "hard.jsonl").write_text("".join(json.dumps(row) + "\n" for row in hard))
         expected = external_scores(replayed["data"], tmp_path / "hard.jsonl", tmp_path / "expected")
     for key in ("acc", "p_acc", "n_items", "n_pairs", "n_invalid", "n_missing"):
@@ -178,6 +180,9 @@ def test_a_malformed_sample_log_line_is_one_line_naming_file_and_line(synthetic_
     log.write_text(json.dumps(good) + "\n" + json.dumps({"doc_id": 1, "filtered_resps": "B"}) + "\n")
     assert_one_line_error(dybench("score", "--data", str(synthetic_test_set), "--predictions", str(log),
                                   "--out", str(tmp_path / "s")), f"{log}:2", "names no DyBench item")
+    log.write_text(json.dumps(good) + "\n" + json.dumps({**good, "filtered_resps": ["A", "B"]}) + "\n")
+    assert_one_line_error(dybench("score", "--data", str(synthetic_test_set), "--predictions", str(log),
+                                  "--out", str(tmp_path / "s")), f"{log}:2", "got 2 replies")
     log.write_text(json.dumps(good) + "\n" + json.dumps(good) + "\n")
     assert_one_line_error(dybench("score", "--data", str(synthetic_test_set), "--predictions", str(log),
                                   "--out", str(tmp_path / "s")), f"{log}:2", "already given")
