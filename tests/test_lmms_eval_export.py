@@ -133,6 +133,8 @@ def test_an_lmms_eval_sample_log_scores_like_dybench(replayed, which, tmp_path):
     (log,) = replayed["report"]["runs"][which]["sample_logs"]
     rows = read_jsonl(Path(log))
     assert {"doc_id", "target", "filtered_resps", "doc_hash"} <= set(rows[0])  # lmms-eval's own row shape
+    # `input` is the context lmms-eval gave the model: DyBench's prompt.
+    assert {row["dybench_acc"]["id"]: row["input"] for row in rows} == replayed["report"]["prompts"]
     scores = external_scores(replayed["data"], Path(log), tmp_path / "scored")
     assert scores["source"]["format"] == "lmms-eval"
     if which == 0:
