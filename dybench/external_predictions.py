@@ -3,7 +3,11 @@
 Formats, told apart by their rows:
 - ours: one JSON object per line (or a JSON list) with `id` and `output` and/or `pred`;
 - TimeBlind's: a JSON list (or JSONL) of objects with `index` and `model_output`. Its rows go
-  to the TimeBlind block unchanged, so the numbers equal the reference scorer's.
+  to the TimeBlind block unchanged, so the numbers equal the reference scorer's;
+- lmms-eval's sample log (`samples_TASK.jsonl` from `--log_samples`) of a task written by
+  `dybench export lmms-eval`: rows with `doc_id` and `filtered_resps`; the item id comes from the
+  row's `doc` or from the outcome the task's process_results logged (dybench/lmms_eval_hooks.py),
+  the reply from `resps` (raw) or `filtered_resps`, and DyBench reads the answer itself.
 
 The output folder gets `scores.json` (atomic) carrying the model name, the predictions file's
 digest and its date, so `dybench leaderboard publish` can list it beside measured runs.
@@ -27,6 +31,7 @@ from dybench.atomic import write_json_atomic
 from dybench.store import SCORES
 from dybench.text_files import read_text
 
+LMMS_EVAL_FORMAT = "lmms-eval"
 TIMEBLIND_FORMAT = "timeblind"
 """TimeBlind's own prediction rows ({index, model_output}); the timeblind family accepts them (dybench/families.py)."""
 
@@ -55,6 +60,58 @@ def _rows(path: Path) -> list[tuple[str, Any]]:
 
 def is_timeblind_format(rows: list[tuple[str, Any]]) -> bool:
     return bool(rows) and all(isinstance(row, dict) and "model_output" in row for _, row in rows)
+
+
+def is_lmms_eval_format(rows: list[tuple[str, Any]]) -> bool:
+    first = rows[0][1] if rows else None
+    return isinstance(first, dict) and "doc_id" in first and ("filtered_resps" in first or "resps" in first)
+
+
+def _sample_item_id(row: dict[str, Any]) -> Any:
+    """The DyBench item id of an lmms-eval sample row: in its doc (when the log keeps docs) or in
+    the outcome the exported task's process_results returned, which lmms-eval logs per row."""
+    from dybench.lmms_eval_hooks import ACC, P_ACC
+
+    doc = row.get("doc")
+    if isinstance(doc, dict) and "id" in doc:
+        return doc["id"]
+    for metric in (ACC, P_ACC):
+        if isinstance(row.get(metric), dict) and "id" in row[metric]:
+            return row[metric]["id"]
+    return None
+
+
+def _sample_reply(row: dict[str, Any]) -> Any:
+    """The raw reply: `resps` before lmms-eval's filters (it drops that field when equal), else
+    `filtered_resps`; one-element lists unwrapped as lmms-eval nests them."""
+    reply = row["resps"] if "resps" in row else row.get("filtered_resps")
+    while isinstance(reply, list) and len(reply) == 1:
+        reply = reply[0]
+    return reply
+
+
+def lmms_eval_predictions(rows: list[tuple[str, Any]]) -> dict[str, Prediction]:
+    """lmms-eval sample rows as our Predictions, by item id, with no `pred`: the score reads the
+    letter from the reply with DyBench's own extraction (dybench/metrics.py predicted_letter)."""
+    predictions: dict[str, Prediction] = {}
+    first_seen: dict[str, str] = {}
+    for where, row in rows:
+        if not isinstance(row, dict) or "doc_id" not in row:
+            raise DyBenchError(f"{where}: expected an lmms-eval sample row (doc_id, filtered_resps, ...)")
+        item_id = _sample_item_id(row)
+        if not isinstance(item_id, str):
+            raise DyBenchError(f"{where}: sample doc_id {row['doc_id']!r} names no DyBench item (no doc.id, no "
+                               "dybench_acc.id); log samples of a task written by `dybench export lmms-eval`")
+        reply = _sample_reply(row)
+        if not isinstance(reply, str):
+            got = f"{len(reply)} replies" if isinstance(reply, list) else type(reply).__name__
+            raise DyBenchError(f"{where}: item {item_id!r}: expected one text reply in resps/filtered_resps, got {got}")
+        if item_id in predictions:
+            raise DyBenchError(f"{where}: item {item_id!r} was already given at {first_seen[item_id]}; "
+                               "keep one sample per item")
+        predictions[item_id] = Prediction(id=item_id, key=f"external/{item_id}", output=reply)
+        first_seen[item_id] = where
+    return predictions
 
 
 def timeblind_predictions(dataset: Dataset, rows: list[dict[str, Any]]) -> dict[str, Prediction]:
@@ -120,6 +177,9 @@ def score_prediction_file(data: str, predictions_path: Path, out: Path, model: s
         raw = [row for _, row in rows]
         scores = score_predictions(dataset, timeblind_predictions(dataset, raw), timeblind_rows=raw)
         prediction_format = TIMEBLIND_FORMAT
+    elif is_lmms_eval_format(rows):
+        scores = score_predictions(dataset, lmms_eval_predictions(rows))
+        prediction_format = LMMS_EVAL_FORMAT
     else:
         scores = score_predictions(dataset, our_predictions(rows))
         prediction_format = "dybench"

@@ -42,3 +42,19 @@ def export_hf_command(
     if push_to_hub:
         url = push(summary.out, push_to_hub, private=private)
         console.print(rich_text(f"pushed to {url}"), highlight=False)
+
+
+@export_app.command("lmms-eval")
+def lmms_eval_command(
+    data: str = typer.Argument(..., help="The dataset: a built folder or dybench:PATH (lettered options)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Task folder to write (NAME.yaml, utils.py, NAME.jsonl); "
+                             "load it with `lmms-eval --include_path OUT --tasks NAME`."),
+    task: str = typer.Option("dybench", "--task", help="lmms-eval task name."),
+) -> None:
+    """An lmms-eval task whose Acc and P-Acc equal `dybench score`'s; score its sample logs with
+    `dybench score --data DATA --predictions samples_NAME.jsonl --out DIR`."""
+    from dybench.lmms_eval_export import export_lmms_eval
+
+    yaml_path = export_lmms_eval(data, out, task=task)
+    console.print(rich_text(f"wrote {yaml_path.parent} (lmms-eval task {task!r}: --include_path {yaml_path.parent})"),
+                  highlight=False)

@@ -17,8 +17,9 @@ def score_command(
     data: Optional[str] = typer.Option(None, "--data", help="Dataset of predictions made elsewhere: a built folder, "
                                        "dybench:PATH, timeblind:PATH/data.jsonl or hf:DIR."),
     predictions: Optional[Path] = typer.Option(None, "--predictions", help="Predictions made elsewhere: our "
-                                               "predictions.jsonl rows (id, output/pred) or TimeBlind's JSON list "
-                                               "(index, model_output)."),
+                                               "predictions.jsonl rows (id, output/pred), TimeBlind's JSON list "
+                                               "(index, model_output) or an lmms-eval sample log (samples_TASK.jsonl "
+                                               "of a task from `dybench export lmms-eval`)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for scores.json (with --predictions)."),
     model: Optional[str] = typer.Option(None, "--model", help="Model name recorded with external predictions "
                                         "(default: the predictions file's name)."),
