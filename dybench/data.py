@@ -7,7 +7,6 @@ stay inside the dataset folder; the first bad row stops everything with its line
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from pydantic import ValidationError
 
 from dybench.errors import DyBenchError, pydantic_message
 from dybench.schema import Item
-from dybench.text_files import read_text
+from dybench.text_files import json_lines, read_text
 
 MANIFEST = "manifest.jsonl"
 
@@ -63,14 +62,8 @@ def read_manifest(path: Path) -> list[Item]:
     seen: set[str] = set()
     lines_of_pair: dict[str, list[int]] = {}
     root = path.parent
-    for number, line in enumerate(read_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, row in json_lines(read_text(path), path):
         where = f"{path}:{number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DyBenchError(f"{where}: not valid JSON ({exc.msg}); fix or delete the line") from None
         try:
             item = Item.model_validate(row)
         except ValidationError as exc:

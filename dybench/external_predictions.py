@@ -29,7 +29,7 @@ from dybench.errors import DyBenchError, pydantic_message
 from dybench.schema import RECORD_FIELDS, Prediction
 from dybench.atomic import write_json_atomic
 from dybench.store import SCORES
-from dybench.text_files import read_text
+from dybench.text_files import json_lines, read_text
 
 LMMS_EVAL_FORMAT = "lmms-eval"
 TIMEBLIND_FORMAT = "timeblind"
@@ -47,15 +47,7 @@ def _rows(path: Path) -> list[tuple[str, Any]]:
         except json.JSONDecodeError as exc:
             raise DyBenchError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
         return [(f"{path} item {i}", row) for i, row in enumerate(data)]
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append((f"{path}:{number}", json.loads(line)))
-        except json.JSONDecodeError as exc:
-            raise DyBenchError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-    return rows
+    return [(f"{path}:{number}", row) for number, row in json_lines(text, path, advice="fix or delete the line")]
 
 
 def is_timeblind_format(rows: list[tuple[str, Any]]) -> bool:

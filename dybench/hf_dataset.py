@@ -29,7 +29,7 @@ from dybench.atomic import write_atomic
 from dybench.data import Dataset, safe_join
 from dybench.errors import DyBenchError, pydantic_message
 from dybench.schema import Item
-from dybench.text_files import read_text
+from dybench.text_files import json_lines, read_text
 
 METADATA = "metadata.jsonl"
 RECORD = "dybench_export.json"
@@ -131,14 +131,8 @@ def _clip(folder: Path, relative: Any, where: str, field: str) -> str:
 def read_metadata(folder: Path) -> list[Item]:
     path = folder / METADATA
     rows: list[tuple[str, Item]] = []
-    for number, line in enumerate(read_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, row in json_lines(read_text(path), path):
         where = f"{path}:{number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DyBenchError(f"{where}: not valid JSON ({exc.msg}); fix or delete the line") from None
         if not isinstance(row, dict):
             raise DyBenchError(f"{where}: expected a JSON object")
         video = _clip(folder, row.get("file_name"), where, "file_name")

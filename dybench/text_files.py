@@ -3,7 +3,9 @@ names the file, line and byte when it is not UTF-8 (instead of a UnicodeDecodeEr
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from dybench.errors import DyBenchError
 
@@ -29,3 +31,17 @@ def decode_text(data: bytes, source: str | Path, advice: str = "save the file as
 def read_text(path: str | Path) -> str:
     """The text of `path`, decoded as `decode_text` does."""
     return decode_text(Path(path).read_bytes(), path)
+
+
+def json_lines(text: str, source: str | Path, advice: str = "fix or delete the line") -> list[tuple[int, Any]]:
+    """The JSON value of every non-blank line of `text`, with its 1-based line number; a line that
+    is not JSON is one error naming `source:line` and `advice`."""
+    rows: list[tuple[int, Any]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append((number, json.loads(line)))
+        except json.JSONDecodeError as exc:
+            raise DyBenchError(f"{source}:{number}: not valid JSON ({exc.msg}); {advice}") from None
+    return rows

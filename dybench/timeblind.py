@@ -29,7 +29,7 @@ from typing import Any, Iterable, Literal
 from dybench.data import Dataset, file_fingerprint, safe_join
 from dybench.errors import DyBenchError
 from dybench.schema import Item
-from dybench.text_files import read_text
+from dybench.text_files import json_lines, read_text
 
 ROLES = ("q0_i0", "q0_i1", "q1_i0", "q1_i1")
 EXPECTED = {"q0_i0": 1, "q0_i1": 0, "q1_i0": 0, "q1_i1": 1}
@@ -246,15 +246,7 @@ def read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
         except json.JSONDecodeError as exc:
             raise DyBenchError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
         return [(number, row) for number, row in enumerate(data, start=1)]
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append((number, json.loads(line)))
-        except json.JSONDecodeError as exc:
-            raise DyBenchError(f"{path}:{number}: not valid JSON ({exc.msg}); fix or delete the line") from None
-    return rows
+    return json_lines(text, path)
 
 
 def _video_relative(folder: Path, video_path: str) -> str:

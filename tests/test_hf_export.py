@@ -49,13 +49,6 @@ def small_test_build(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def small_train_build(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("hf") / "small-train"
-    build_synthetic(folder, pairs_per_task=1, seed=0, split="train", progress=False, size=64, n_frames=8)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def exported_test(small_test_build, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("exports") / "small-test-hf"
     result = dybench("export", "hf", small_test_build, "--out", out)
@@ -105,26 +98,26 @@ def test_every_manifest_field_is_a_column_and_meta_is_a_json_string(exported_tes
 
 
 def test_a_train_build_exports_as_split_train_and_a_shared_clip_is_copied_once(
-        small_train_build, tmp_path, offline_hf):
+        small_train_set, tmp_path, offline_hf):
     out = tmp_path / "train-hf"
-    result = dybench("export", "hf", small_train_build, "--out", out)
+    result = dybench("export", "hf", small_train_set, "--out", out)
     assert result.returncode == 0, result.stderr
-    items = read_manifest(small_train_build / "manifest.jsonl")
+    items = read_manifest(small_train_set / "manifest.jsonl")
     clips = {item.video for item in items}
     assert len(clips) < len(items)  # the static questions are asked of the dynamic items' clips
     assert len(list((out / "videos").iterdir())) == len(clips)
     ds = load(out, offline_hf, "train")
     assert len(ds) == len(items)
-    source = source_clips(small_train_build)
+    source = source_clips(small_train_set)
     for row in ds.cast_column("video", datasets.Video(decode=False)):
         assert sha256(row["video"]["path"]) == source[row["id"]]
     with pytest.raises(ValueError):
         load(out, offline_hf, "test")
 
 
-def test_a_built_folder_itself_loads_under_its_split(small_train_build, offline_hf):
-    ds = load(small_train_build, offline_hf, "train")
-    assert len(ds) == len(read_manifest(small_train_build / "manifest.jsonl"))
+def test_a_built_folder_itself_loads_under_its_split(small_train_set, offline_hf):
+    ds = load(small_train_set, offline_hf, "train")
+    assert len(ds) == len(read_manifest(small_train_set / "manifest.jsonl"))
 
 
 def test_eval_on_the_export_gives_the_predictions_and_scores_of_the_source(exported_test, small_test_build, tmp_path):
@@ -154,15 +147,15 @@ def test_hf_data_keeps_ids_pairs_answers_and_transforms(exported_test, small_tes
     assert all(exported.video_path(i).is_relative_to(exported_test.resolve()) for i in exported.items)
 
 
-def test_an_export_exports_again_with_its_split_family_and_licence(small_train_build, tmp_path):
+def test_an_export_exports_again_with_its_split_family_and_licence(small_train_set, tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
-    assert dybench("export", "hf", small_train_build, "--out", first).returncode == 0
+    assert dybench("export", "hf", small_train_set, "--out", first).returncode == 0
     result = dybench("export", "hf", f"hf:{first}", "--out", second)
     assert result.returncode == 0, result.stderr
     assert "as split `train`" in result.stdout
     assert "license: cc-by-4.0" in (second / "README.md").read_text()
     record = json.loads((second / "dybench_export.json").read_text())
-    assert (record["family"], record["name"], record["split"]) == ("synthetic", "small-train", "train")
+    assert (record["family"], record["name"], record["split"]) == ("synthetic", small_train_set.name, "train")
     assert (second / "metadata.jsonl").read_text() == (first / "metadata.jsonl").read_text()
 
 
@@ -178,14 +171,14 @@ def test_exporting_again_to_the_same_folder_replaces_the_earlier_export(small_te
     assert [p.name for p in tmp_path.iterdir()] == ["again"]  # nothing left beside it
 
 
-def test_a_folder_that_is_not_an_export_of_the_same_data_is_refused(small_test_build, small_train_build, tmp_path):
+def test_a_folder_that_is_not_an_export_of_the_same_data_is_refused(small_test_build, small_train_set, tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
     assert_one_line_error(dybench("export", "hf", small_test_build, "--out", other), str(other), "not empty")
     assert (other / "notes.txt").read_text() == "mine"
     train_export = tmp_path / "train-hf"
-    assert dybench("export", "hf", small_train_build, "--out", train_export).returncode == 0
+    assert dybench("export", "hf", small_train_set, "--out", train_export).returncode == 0
     assert_one_line_error(dybench("export", "hf", small_test_build, "--out", train_export), "not an export of")
     assert_one_line_error(dybench("export", "hf", small_test_build, "--out", small_test_build / "hf"),
                           "outside the dataset folder")

@@ -9,8 +9,9 @@ import typer
 from rich.table import Table
 
 from dybench.backends.base import Sampling
-from dybench.backends.registry import backend_args_help, backend_names, backend_options
+from dybench.backends.registry import backend_names, backend_options
 from dybench.signals import interrupt_exit_code
+from dybench.cli.model_options import BACKEND_ARGS, CHAT_TEMPLATE, SYSTEM_PROMPT
 from dybench.cli.common import console, err_console, fail
 from dybench.escaping import rich_text
 from dybench.tables import interval, percent
@@ -86,13 +87,9 @@ def eval_command(
     data_parallel: int = typer.Option(1, "--data-parallel", min=1, help="Run N shard workers at once (one engine "
                                       "each, each pinned to its own GPU(s), or to its share of the CPU threads) "
                                       "and merge them into --out; shard folders are kept in OUT/shards/."),
-    backend_args: Optional[str] = typer.Option(None, "--backend-args", help=backend_args_help()),
-    system_prompt: Optional[str] = typer.Option(None, "--system-prompt", help="A system message before every "
-                                                "question (hf, vllm, openai; part of the run's fingerprint)."),
-    chat_template: Optional[Path] = typer.Option(None, "--chat-template", help="A Jinja chat template file replacing "
-                                                 "the checkpoint's: rendered by hf and vllm, sent to a vLLM server "
-                                                 "by openai (which refuses other servers); its content hash is part "
-                                                 "of the run's fingerprint."),
+    backend_args: Optional[str] = BACKEND_ARGS,
+    system_prompt: Optional[str] = SYSTEM_PROMPT,
+    chat_template: Optional[Path] = CHAT_TEMPLATE,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
 ) -> None:
     """Ask a model every question of a dataset; write predictions, run.json and scores.json.

@@ -10,8 +10,9 @@ from rich import box
 from rich.table import Table
 
 from dybench.backends.base import Sampling
-from dybench.backends.registry import backend_args_help, backend_names, backend_options
+from dybench.backends.registry import backend_names, backend_options
 from dybench.signals import interrupt_exit_code
+from dybench.cli.model_options import BACKEND_ARGS, CHAT_TEMPLATE, SYSTEM_PROMPT
 from dybench.cli.common import console, err_console, fail
 from dybench.escaping import rich_text
 from dybench.probes import PROBES
@@ -108,13 +109,9 @@ def probe_command(
     max_model_len: Optional[int] = typer.Option(None, "--max-model-len", min=1, help="vllm backend: context length."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="hf/vllm backends: e.g. bfloat16, float32."),
     device: Optional[str] = typer.Option(None, "--device", help="hf backend: cpu, cuda, cuda:1 ..."),
-    backend_args: Optional[str] = typer.Option(None, "--backend-args", help=backend_args_help()),
-    system_prompt: Optional[str] = typer.Option(None, "--system-prompt", help="A system message before every "
-                                                "question (hf, vllm, openai; part of the run's fingerprint)."),
-    chat_template: Optional[Path] = typer.Option(None, "--chat-template", help="A Jinja chat template file replacing "
-                                                 "the checkpoint's: rendered by hf and vllm, sent to a vLLM server "
-                                                 "by openai (which refuses other servers); its content hash is part "
-                                                 "of the run's fingerprint."),
+    backend_args: Optional[str] = BACKEND_ARGS,
+    system_prompt: Optional[str] = SYSTEM_PROMPT,
+    chat_template: Optional[Path] = CHAT_TEMPLATE,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Run the full eval and every shortcut probe, then show how much of the score needs time.

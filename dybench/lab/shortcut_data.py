@@ -27,11 +27,10 @@ from typing import Callable, NamedTuple
 from dybench.build import build_synthetic
 from dybench.data import MANIFEST
 from dybench.families import load_data
-from dybench.errors import DyBenchError
 from dybench.schema import Item, letter
 from dybench.store import read_predictions
 from dybench.synth.scene import COLORS
-from dybench.text_files import read_text
+from dybench.text_files import json_lines, read_text
 
 TASK = "moving_direction"
 VIEW_TASKS = (TASK, "static_color")
@@ -81,15 +80,7 @@ Source = tuple[Path, str, Callable[[dict], bool]]
 
 def _manifest_rows(path: Path) -> list[dict]:
     """The rows of a built folder's manifest; a damaged line stops with its file and line."""
-    rows = []
-    for number, line in enumerate(read_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise DyBenchError(f"{path}:{number}: not valid JSON ({exc.msg}); rebuild {path.parent}") from None
-    return rows
+    return [row for _, row in json_lines(read_text(path), path, advice=f"rebuild {path.parent}")]
 
 
 def dataset_view(sources: list[Source], view: Path) -> Path:
