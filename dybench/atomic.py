@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's umask (reading it means setting it, so it is set straight back)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -24,7 +25,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; these files are for everyone to read
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; these files are for everyone to read
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
             stream.flush()

@@ -24,10 +24,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from dybench.atomic import write_text_atomic
+from dybench.atomic import current_umask, write_text_atomic
 from dybench.data import Dataset
 from dybench.errors import DyBenchError
 from dybench.hf_dataset import EXTRA, ITEM_FIELDS, METADATA, RECORD, VIDEOS, ExportRecord, read_record, split_of
+from dybench.locks import describe_holder, file_lock, lock_path_for
 from dybench.schema import Item
 from dybench.text_files import read_text
 
@@ -176,40 +177,38 @@ def export_hf(dataset: Dataset, source_spec: str, out: Path) -> ExportSummary:
     from dybench import __version__
 
     out = Path(out)
-    _check_target(out, dataset)
-    names = clip_names(dataset)
-    split = split_of(dataset)
     out.parent.mkdir(parents=True, exist_ok=True)
-    for leftover in out.parent.glob(f".{out.name}.*.exporting"):  # a killed export's half-written copy
-        shutil.rmtree(leftover, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".exporting", dir=out.parent))
-    try:
-        copied: dict[str, int] = {}
-        for item in dataset.items:
-            name = names[item.id]
-            if name not in copied:
-                copied[name] = _copy(dataset.video_path(item), staging / name)
-        with_extra = any(item.model_extra for item in dataset.items)
-        rows = [metadata_row(item, names[item.id], with_extra) for item in dataset.items]
-        (staging / METADATA).write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows),
-                                        encoding="utf-8")
-        (staging / CARD).write_text(card_text(dataset, split, len(copied), out.name), encoding="utf-8")
-        record = ExportRecord(name=dataset.name, family=dataset.family, split=split, source=source_spec,
-                              source_fingerprint=dataset.fingerprint, n_items=len(rows), n_clips=len(copied),
-                              dybench_version=__version__)
-        write_text_atomic(staging / RECORD, record.model_dump_json(indent=2) + "\n")
-        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700; an export is for everyone to read
-        _replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    # One exporter per --out: a second one would take the first's half-written copy for a leftover.
+    with file_lock(lock_path_for(out), wait=False, busy_message=lambda pid: (
+            f"{out} is being exported by another process ({describe_holder(pid)}); wait for it to finish "
+            "or choose another --out")):
+        _check_target(out, dataset)
+        names = clip_names(dataset)
+        split = split_of(dataset)
+        for leftover in out.parent.glob(f".{out.name}.*.exporting"):  # a killed export's half-written copy
+            shutil.rmtree(leftover, ignore_errors=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".exporting", dir=out.parent))
+        try:
+            copied: dict[str, int] = {}
+            for item in dataset.items:
+                name = names[item.id]
+                if name not in copied:
+                    copied[name] = _copy(dataset.video_path(item), staging / name)
+            with_extra = any(item.model_extra for item in dataset.items)
+            rows = [metadata_row(item, names[item.id], with_extra) for item in dataset.items]
+            (staging / METADATA).write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows),
+                                            encoding="utf-8")
+            (staging / CARD).write_text(card_text(dataset, split, len(copied), out.name), encoding="utf-8")
+            record = ExportRecord(name=dataset.name, family=dataset.family, split=split, source=source_spec,
+                                  source_fingerprint=dataset.fingerprint, n_items=len(rows), n_clips=len(copied),
+                                  dybench_version=__version__)
+            write_text_atomic(staging / RECORD, record.model_dump_json(indent=2) + "\n")
+            os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes 0700; an export is for everyone to read
+            _replace(staging, out)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     return ExportSummary(out=out, split=split, n_items=len(rows), n_clips=len(copied), bytes_copied=sum(copied.values()))
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _replace(staging: Path, out: Path) -> None:

@@ -26,6 +26,12 @@ CLI = [sys.executable, "-c", "from dybench.cli import main; main()"]
 OFFLINE = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
 
 
+def left_beside(folder: Path) -> list[str]:
+    """What an export left in the folder around it, but for its lock file (dybench/locks.py: lock
+    files stay, so that no two processes can ever hold "the" lock)."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock"))
+
+
 def dybench(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     import os
 
@@ -168,7 +174,7 @@ def test_exporting_again_to_the_same_folder_replaces_the_earlier_export(small_te
     source = source_clips(small_test_build)
     rows = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
     assert all(sha256(out / row["file_name"]) == source[row["id"]] for row in rows)
-    assert [p.name for p in tmp_path.iterdir()] == ["again"]  # nothing left beside it
+    assert left_beside(tmp_path) == ["again"]  # nothing left beside it
 
 
 def test_a_folder_that_is_not_an_export_of_the_same_data_is_refused(small_test_build, small_train_set, tmp_path):
@@ -201,13 +207,13 @@ def test_an_interrupted_export_leaves_no_folder_that_passes_for_an_export(small_
     with pytest.raises(KeyboardInterrupt):
         hf_export.export_hf(load_data(str(small_test_build)), str(small_test_build), out)
     assert copied and not out.exists()
-    assert list(tmp_path.iterdir()) == []
+    assert left_beside(tmp_path) == []
     # a killed export (no cleanup) leaves a hidden staging folder; the next export removes it
     staging = tmp_path / ".interrupted.abc.exporting"
     (staging / "videos").mkdir(parents=True)
     monkeypatch.setattr(hf_export, "_copy", real_copy)
     hf_export.export_hf(load_data(str(small_test_build)), str(small_test_build), out)
-    assert [p.name for p in tmp_path.iterdir()] == ["interrupted"]
+    assert left_beside(tmp_path) == ["interrupted"]
 
 
 def test_metadata_without_its_export_record_is_not_a_finished_export(exported_test, tmp_path):
@@ -347,3 +353,21 @@ def test_an_export_of_timeblind_data_is_asked_and_scored_as_timeblind(small_test
         scores[name] = json.loads((run / "scores.json").read_text())
         scores[name].pop("dataset_fingerprint")
     assert "timeblind" in scores["source"] and scores["hf"] == scores["source"]
+
+
+def test_a_second_export_into_the_same_folder_is_refused_while_the_first_runs(small_test_build, tmp_path):
+    """The first exporter holds the folder's lock; the second stops at once naming it, and never
+    touches the first's half-written copy (it would otherwise clear it away as a leftover)."""
+    import os
+
+    from dybench.locks import file_lock, lock_path_for
+
+    out = tmp_path / "busy"
+    half_written = tmp_path / ".busy.first.exporting"
+    half_written.mkdir()
+    with file_lock(lock_path_for(out)):
+        result = dybench("export", "hf", small_test_build, "--out", out)
+    assert_one_line_error(result, str(out), "being exported by another process", f"pid {os.getpid()}")
+    assert half_written.is_dir() and not out.exists()
+    assert dybench("export", "hf", small_test_build, "--out", out).returncode == 0
+    assert not half_written.exists()  # a leftover once nobody holds the lock
