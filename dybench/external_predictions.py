@@ -47,7 +47,7 @@ def _rows(path: Path) -> list[tuple[str, Any]]:
         except json.JSONDecodeError as exc:
             raise DyBenchError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
         return [(f"{path} item {i}", row) for i, row in enumerate(data)]
-    return [(f"{path}:{number}", row) for number, row in json_lines(text, path, advice="fix or delete the line")]
+    return [(f"{path}:{number}", row) for number, row in json_lines(text, path)]
 
 
 def is_timeblind_format(rows: list[tuple[str, Any]]) -> bool:
