@@ -461,6 +461,12 @@ def publish(run_dirs: Iterable[Path], out_csv: Path, include: Iterable[Path] = (
         rows.extend(read_board(Path(path)).to_dict("records"))
     if not rows:
         raise DyBenchError("nothing to publish: give at least one run directory (or --include a leaderboard CSV)")
+    return publish_rows(rows, out_csv, title, fresh)
+
+
+def publish_rows(rows: list[dict[str, Any]], out_csv: Path, title: str | None = None, fresh: bool = False) -> pd.DataFrame:
+    """`publish` for rows already made (`run_row`, `probe_suite_row`), e.g. renamed by their caller."""
+    out_csv = Path(out_csv)
     title = title or f"DyBench leaderboard: {out_csv.stem}"
     # Read, merge and write under one lock: two publishers to one board would otherwise both read
     # the old rows and the second rename would drop the first one's row.

@@ -21,9 +21,13 @@ from dybench.yaml_files import read_yaml_mapping
 TRANSFORMS: tuple[TransformName, ...] = ("hflip", "reverse", "swap_segments")
 
 
+PROJECT_TASKS = Path(__file__).resolve().parents[1] / "tasks"
+"""The repository's `tasks/`: the benchmark's own task table."""
+
+
 def tasks_dir() -> Path:
     """The folder of task YAML files: $DYBENCH_TASKS_DIR, else the repository's `tasks/`."""
-    return Path(os.environ.get("DYBENCH_TASKS_DIR", Path(__file__).resolve().parents[1] / "tasks"))
+    return Path(os.environ.get("DYBENCH_TASKS_DIR", PROJECT_TASKS))
 
 
 class TaskVariant(BaseModel):

@@ -18,6 +18,7 @@ from dybench.synth.scene import (
     Sprite,
     add_noise,
     make_background,
+    make_plain_background,
     object_name,
     place_distractors,
     render_frames,
@@ -29,11 +30,11 @@ DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 def render(rng: np.random.Generator, options: SceneOptions, variant: str, key: str) -> Rendered:
     size, n = options.size, options.n_frames
     dx, dy = DIRECTIONS[key]
-    color = (options.color_by_direction or {}).get(key) or str(rng.choice(list(COLORS)))
+    color = (options.color_by_direction or {}).get(key) or str(rng.choice(options.mover_colors or list(COLORS)))
     shape = str(rng.choice(SHAPES))
-    radius = rng.uniform(0.07, 0.1) * size
-    distance = rng.uniform(0.25, 0.34) * size
+    radius = (options.mover_radius or rng.uniform(0.07, 0.1)) * size
     margin = radius + 2
+    distance = min((options.travel or rng.uniform(0.25, 0.34)) * size, size - 2 * margin - 1)
     # Along the motion axis: the start is uniform over every position that keeps the path inside.
     start_along = rng.uniform(margin, size - margin - distance)
     across = rng.uniform(margin + 4, size - margin - 4)
@@ -49,11 +50,11 @@ def render(rng: np.random.Generator, options: SceneOptions, variant: str, key: s
         xs, ys = across_path, along
     mover = Sprite(shape, color, float(xs[0]), float(ys[0]), radius)
     path_box = (min(xs) - radius, min(ys) - radius, max(xs) + radius, max(ys) + radius)
-    distractors = place_distractors(
-        rng, size, int(rng.integers(1, 4)), [path_box], exclude_colors={color}, exclude_shapes={shape}
-    )
+    count = int(rng.integers(1, 4)) if options.distractors else 0
+    distractors = place_distractors(rng, size, count, [path_box], exclude_colors={color}, exclude_shapes={shape})
     layers = [[*distractors, mover.moved(x=float(x), y=float(y))] for x, y in zip(xs, ys)]
-    frames = add_noise(render_frames(make_background(rng, size), layers), rng, options.noise)
+    background = make_plain_background(rng, size) if options.plain_background else make_background(rng, size)
+    frames = add_noise(render_frames(background, layers), rng, options.noise)
     name = object_name(mover)
     return Rendered(
         frames=frames,
@@ -66,7 +67,9 @@ def render(rng: np.random.Generator, options: SceneOptions, variant: str, key: s
             "end_xy": [round(float(xs[-1]), 2), round(float(ys[-1]), 2)],
             "n_distractors": len(distractors),
         },
-        static={"static_color": color, "static_shape": shape, "static_count": str(len(distractors))},
+        # How many distractors: a static question only where there is at least one to count.
+        static={"static_color": color, "static_shape": shape,
+                **({"static_count": str(len(distractors))} if distractors else {})},
         static_fills={"shape": shape, "color": color},
     )
 

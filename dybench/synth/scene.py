@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
@@ -44,6 +44,34 @@ class SceneOptions(BaseModel):
         description="moving direction only: colour of the moving object per direction on original clips "
         "(a deliberate shortcut for experiments), e.g. {'right': 'red', 'left': 'blue'}",
     )
+    # The moving-direction scene's difficulty, for experiments that first need a model to see motion
+    # at all (dybench/lab/shortcut.py): the defaults are the benchmark's scene.
+    mover_colors: list[str] | None = Field(
+        default=None, min_length=1,
+        description="moving direction only: colours the moving object is drawn from (default: every colour); "
+        "color_by_direction wins on original clips",
+    )
+    mover_radius: float | None = Field(
+        default=None, gt=0, le=0.2,
+        description="moving direction only: the moving object's radius as a share of the frame (default 0.07-0.1 at random)",
+    )
+    travel: float | None = Field(
+        default=None, gt=0, le=0.9,
+        description="moving direction only: share of the frame the object crosses (default 0.25-0.34 at random; "
+        "capped so the path fits)",
+    )
+    distractors: bool = Field(default=True, description="moving direction only: draw 1-3 static distractors")
+    plain_background: bool = Field(
+        default=False, description="moving direction only: one flat dark grey instead of a textured gradient",
+    )
+
+    @field_validator("mover_colors")
+    @classmethod
+    def _known_colors(cls, names: list[str] | None) -> list[str] | None:
+        unknown = [name for name in names or [] if name not in COLORS]
+        if unknown:
+            raise ValueError(f"unknown colour {unknown[0]!r}; colours are {', '.join(COLORS)}")
+        return names
 
 
 @dataclass(frozen=True)
@@ -124,6 +152,13 @@ def make_background(rng: np.random.Generator, size: int) -> np.ndarray:
     texture = cv2.resize(texture, (size, size), interpolation=cv2.INTER_CUBIC)
     image = image + texture[..., None]
     return np.clip(np.round(image), 0, 255).astype(np.uint8)
+
+
+def make_plain_background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """One flat, dark, nearly grey colour (channels 35..60): nothing in the frame but the objects."""
+    base = rng.uniform(38, 56)
+    tint = np.clip(base + rng.uniform(-3, 3, 3), 35, 60)
+    return np.broadcast_to(np.round(tint).astype(np.uint8), (size, size, 3)).copy()
 
 
 def add_noise(frames: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -109,6 +110,8 @@ def counterfactual_metrics(stats: StepStats, group: Group, rewards: GroupRewards
     if group.answer_changes is None:
         return
     stats.add("reward/cf/total", rewards.second)
+    if rewards.second:
+        stats.add("reward_std/cf", statistics.pstdev(rewards.second))
     stats.add("acc/cf", [float(a == group.counterfactual_answer) for a in group.second_answers])
     stats.add("invalid_rate/cf", [float(a is None) for a in group.second_answers])
     changed = [float(a is not None and a != group.answer) for a in group.second_answers]

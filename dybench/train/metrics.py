@@ -44,6 +44,8 @@ COLUMNS = (
     *(f"reward/{term}" for term in REWARD_TERMS),
     "reward/orig/total",
     "reward/cf/total",
+    "reward_std/orig",
+    "reward_std/cf",
     "acc/orig",
     "acc/cf",
     "acc/shuffled",

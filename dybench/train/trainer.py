@@ -28,6 +28,7 @@ import dataclasses
 import os
 import random
 import signal
+import statistics
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -502,6 +503,8 @@ class Trainer:
         for name, values in rewards.terms.items():
             stats.add(f"reward/{name}", values)
         stats.add("reward/orig/total", rewards.orig)
+        # Within-group spread: a group whose rollouts all earn the same reward teaches nothing.
+        stats.add("reward_std/orig", statistics.pstdev(rewards.orig))
         stats.add("acc/orig", [float(a == group.answer) for a in group.orig_answers])
         stats.add("invalid_rate/orig", [float(a is None) for a in group.orig_answers])
         if self.algorithm.group_metrics is not None:
