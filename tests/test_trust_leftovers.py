@@ -97,9 +97,9 @@ def test_a_dataset_view_reads_a_manifest_with_a_bom(tmp_path):
     build = write_built_folder(tmp_path / "build", ["x", "y"])
     manifest = build / "manifest.jsonl"
     manifest.write_bytes(BOM + manifest.read_bytes())
-    view = dataset_view([(build, "t-", lambda row: True)], tmp_path / "view")
+    view = dataset_view([(build, lambda row: True)], tmp_path / "view")
     ids = [json.loads(line)["id"] for line in (view / "manifest.jsonl").read_text().splitlines()]
-    assert ids == ["t-x", "t-y"]
+    assert ids == ["x", "y"]
 
 
 @pytest.mark.parametrize("damage, message", [
@@ -113,7 +113,7 @@ def test_a_damaged_manifest_line_stops_a_dataset_view_with_its_line(tmp_path, da
     lines[1] = damage + lines[1]
     manifest.write_bytes(b"\n".join(lines))
     with pytest.raises(DyBenchError, match=message):
-        dataset_view([(build, "t-", lambda row: True)], tmp_path / "view")
+        dataset_view([(build, lambda row: True)], tmp_path / "view")
     assert not (tmp_path / "view").exists()
 
 

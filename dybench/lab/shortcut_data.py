@@ -159,7 +159,7 @@ def build_splits(root: Path, cue: dict[str, str], sizes: DataSizes, seed: int, s
 
 
 def is_direction(row: dict) -> bool:
-    return row["task"] == TASK
+    return row.get("task") == TASK
 
 
 def keep_rl_rows(build: Path, static_share: float) -> Callable[[dict], bool]:
