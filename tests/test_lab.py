@@ -264,3 +264,12 @@ def test_an_interrupted_quick_experiment_finishes_like_an_uninterrupted_one(tmp_
     for run in sorted((straight / "runs").iterdir()):
         assert (out / "runs" / run.name / "curve.jsonl").read_text() == (run / "curve.jsonl").read_text(), run.name
     assert PAUSE_ENV not in os.environ
+
+
+def test_an_unknown_mover_colour_is_refused_in_one_line_before_anything_is_built(tmp_path: Path) -> None:
+    from dybench.build import build_synthetic
+
+    with pytest.raises(DyBenchError, match="mover_colors.*unknown colour 'pink'"):
+        build_synthetic(tmp_path / "b", tasks=["moving_direction"], pairs_per_task=1, progress=False,
+                        mover_colors=["pink"])
+    assert not (tmp_path / "b").exists()

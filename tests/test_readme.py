@@ -47,7 +47,7 @@ SKIP: list[tuple[str, str]] = [
     (r"timeblind:TimeBlind/", "needs TimeBlind's release (a download)"),
     (r"\[--|(?<![\w/.:$-])(DATA|RUN_DIR|NAME|PATH|FILE|MODEL|DIR)(?![\w/.=-])",
      "a synopsis with placeholders, not a command"),
-    (r"^dybench lab shortcut\b", "30 min of CPU training (--quick: minutes); tests/test_lab.py runs the quick "
+    (r"^dybench lab shortcut\b", "11 min of CPU training (--quick: seconds); tests/test_lab.py runs the quick "
      "experiment end to end through the same command"),
 ]
 

@@ -118,7 +118,11 @@ def test_cli_trains_and_logs_every_reward_term(algo: str, synthetic_train_set: P
         assert row["acc/orig"] <= 1.0 - row["invalid_rate/orig"] + 1e-9
         extra = {"crpo": row["reward/orig/crr"], "grpo": 0.0, "t-grpo": row["reward/orig/temporal"]}[algo]
         assert row["reward/orig/total"] == pytest.approx(row["reward/orig/correct"] + row["reward/orig/format"] + extra)
+        # The spread of a group's total reward: totals lie in [0, 3] at most (correct + format + crr, or
+        # format + behave + crr), and values in [0, M] have a standard deviation of at most M / 2.
+        assert 0.0 <= row["reward_std/orig"] <= 1.5
         if algo == "crpo":
+            assert 0.0 <= row["reward_std/cf"] <= 1.5
             for name in ("reward/cf/behave", "reward/cf/format", "reward/cf/crr", "reward/cf/correct", "acc/cf",
                          "answer_change_rate", "invalid_rate/cf"):
                 assert_rate(row[name])
@@ -128,7 +132,7 @@ def test_cli_trains_and_logs_every_reward_term(algo: str, synthetic_train_set: P
             assert row["reward/cf/total"] == pytest.approx(
                 row["reward/cf/format"] + row["reward/cf/behave"] + row["reward/cf/crr"])
         else:
-            assert all(row[name] is None for name in ("reward/orig/crr", "reward/cf/behave", "reward/cf/total",
+            assert all(row[name] is None for name in ("reward/orig/crr", "reward/cf/behave", "reward/cf/total", "reward_std/cf",
                                                       "acc/cf", "answer_change_rate"))
         if algo == "t-grpo":
             assert_rate(row["acc/shuffled"])

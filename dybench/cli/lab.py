@@ -42,7 +42,7 @@ def shortcut_command(
     rollouts per question), and every policy is evaluated on a test split where each pair has one
     clip that agrees with the colour and one that conflicts (`eval --backend hf`, `probe`): P-Acc,
     shortcut rate, single-frame probe. Writes OUT/results.csv, OUT/curves.png, OUT/summary.md and
-    OUT/leaderboard.*. The default run takes about 15 minutes on two CPU cores. Interrupted
+    OUT/leaderboard.*. The default run takes about 11 minutes on two CPU cores. Interrupted
     (Ctrl-C, SIGTERM), the same command continues it.
 
     Example: `dybench lab shortcut --out runs/shortcut`.
