@@ -669,6 +669,16 @@ def _table(summary: BuildSummary) -> str:
     return "\n".join(lines)
 
 
+MOVER_SCENE = ("mover_colors", "mover_radius", "travel", "distractors", "plain_background")
+"""SceneOptions fields that change only the moving-direction scene (experiments such as the shortcut lab)."""
+
+
+def scene_changes(scene: SceneOptions) -> dict[str, object]:
+    """The moving-direction scene options that differ from the benchmark's scene."""
+    default = SceneOptions()
+    return {name: getattr(scene, name) for name in MOVER_SCENE if getattr(scene, name) != getattr(default, name)}
+
+
 def card_text(summary: BuildSummary, name: str | None = None) -> str:
     """The data card of a built folder, from data_cards/TEMPLATE.md."""
     from dybench import __version__
@@ -679,7 +689,8 @@ def card_text(summary: BuildSummary, name: str | None = None) -> str:
         source = (f"procedurally rendered (generator version {config.generator_version}), seed {config.seed}, "
                   f"{config.pairs_per_task} pairs per task, split `{config.split}`; clips {scene.size}x{scene.size}, "
                   f"{scene.n_frames} frames at {scene.fps:g} fps, noise {scene.noise:g}"
-                  + (f", colour cue {scene.color_by_direction}" if scene.color_by_direction else ""))
+                  + (f", colour cue {scene.color_by_direction}" if scene.color_by_direction else "")
+                  + (f", moving-direction scene {scene_changes(scene)}" if scene_changes(scene) else ""))
         command = (f"dybench build-pairs --out {name or summary.out.name} --pairs-per-task {config.pairs_per_task} "
                    f"--seed {config.seed} --split {config.split}"
                    + (f" --tasks {','.join(config.tasks)}" if config.tasks != list(GENERATORS) else "")

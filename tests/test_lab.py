@@ -273,3 +273,11 @@ def test_an_unknown_mover_colour_is_refused_in_one_line_before_anything_is_built
         build_synthetic(tmp_path / "b", tasks=["moving_direction"], pairs_per_task=1, progress=False,
                         mover_colors=["pink"])
     assert not (tmp_path / "b").exists()
+
+
+def test_the_data_card_of_a_lab_build_names_its_scene(splits: Splits) -> None:
+    card = (splits.control.parent / "control-build" / "README.md").read_text()
+    assert "noise 0" in card
+    assert "moving-direction scene {'mover_radius': 0.11, 'travel': 0.7, 'distractors': False, 'plain_background': True}" in card
+    test_card = (splits.test.parent / "test-build" / "README.md").read_text()
+    assert "'mover_colors': ['blue', 'red']" in test_card
