@@ -375,8 +375,10 @@ def test_a_real_vllm_engine_runs_with_the_options_it_was_given(model_cache, tmp_
     pytest.importorskip("vllm")
     from dybench.backends.base import Sampling
 
+    # On CPUs the share is of the NUMA node's memory and must cover the worker's own RSS (about 1 GiB)
+    # before any KV cache: 0.05 of a 12 GiB node is too little, 0.2 is enough and not the default.
     options = backend_options("tiny-random-qwen3-vl", "vllm", {"max_model_len": 2048},
-                              "gpu_memory_utilization=0.05,max_num_seqs=2")
+                              "gpu_memory_utilization=0.2,max_num_seqs=2")
     spec = resolve_model("tiny-random-qwen3-vl").model_copy(update={"chat_template": "TEMPLATE-MARK" + CHAT_TEMPLATE,
                                                                     "system_prompt": "Watch the whole clip."})
     engine = create_backend(spec, "vllm", **options)
@@ -385,9 +387,9 @@ def test_a_real_vllm_engine_runs_with_the_options_it_was_given(model_cache, tmp_
         assert text.startswith("TEMPLATE-MARK<|im_start|>system\nWatch the whole clip.<|im_end|>")
         config = engine.llm.llm_engine.vllm_config
         assert config.scheduler_config.max_num_seqs == 2
-        assert config.cache_config.gpu_memory_utilization == 0.05
+        assert config.cache_config.gpu_memory_utilization == 0.2
         described = engine.describe()
-        assert described["max_num_seqs"] == 2 and described["gpu_memory_utilization"] == 0.05
+        assert described["max_num_seqs"] == 2 and described["gpu_memory_utilization"] == 0.2
         responses = engine.generate(random_clip_requests(tmp_path, 3, num_frames=4, size=32), Sampling(max_tokens=4))
         assert [response.error for response in responses] == [None] * 3
     finally:
