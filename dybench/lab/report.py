@@ -79,13 +79,13 @@ def write_results(path: Path, results: list[RunResult]) -> None:
 def publish_policies(out: Path, settings: ShortcutSettings, outcome: Outcome) -> None:
     """Every evaluated policy on OUT/leaderboard.*, named `shortcut-lab/<policy>`, compared like
     any other model (with the probe columns when the probes ran)."""
-    from dybench.lab.shortcut import test_run_dir
+    from dybench.lab.shortcut import full_run_dir
     from dybench.leaderboard import probe_suite_row, publish_rows, run_row
 
     rows = []
     for name, folder in outcome.folders.items():
         evaluated = Path(folder)
-        row = probe_suite_row(evaluated / "test") if settings.probes else run_row(test_run_dir(evaluated, settings))
+        row = probe_suite_row(evaluated / "test") if settings.probes else run_row(full_run_dir(evaluated, settings))
         row["provenance"] = f"model {row['model']}; " + row["provenance"]
         row["model"] = f"shortcut-lab/{name}"
         rows.append(row)
@@ -124,10 +124,10 @@ class Interval(NamedTuple):
 
 def pair_means(out: Path, settings: ShortcutSettings, algo: str) -> dict[str, float]:
     """Test pair id -> share of seeds that answered both clips right."""
-    from dybench.lab.shortcut import run_name, test_run_dir
+    from dybench.lab.shortcut import run_name, full_run_dir
     from dybench.lab.shortcut_data import pair_outcomes
 
-    outcomes = [pair_outcomes(test_run_dir(out / "runs" / run_name(algo, seed) / "eval", settings),
+    outcomes = [pair_outcomes(full_run_dir(out / "runs" / run_name(algo, seed) / "eval", settings),
                               out / "data" / "test") for seed in range(settings.seeds)]
     return {pair: statistics.fmean(o[pair] for o in outcomes) for pair in outcomes[0]}
 

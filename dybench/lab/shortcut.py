@@ -261,7 +261,7 @@ def evaluate(model: Path, data: Path, run_dir: Path, cue: dict[str, str]) -> dic
     return {**scores, "shortcut_rate": rate, "n_shortcut_items": counted}
 
 
-def test_run_dir(folder: Path, settings: ShortcutSettings) -> Path:
+def full_run_dir(folder: Path, settings: ShortcutSettings) -> Path:
     """Where a policy's full-video run on `test` is (inside its probe-suite folder when probes run)."""
     from dybench.probe_suite import FULL
 
@@ -277,7 +277,7 @@ def evaluate_policy(model: Path, splits: Splits, folder: Path, settings: Shortcu
         summary = run_probe_suite(str(model), str(splits.test), folder / "test", probes=PROBES, backend="hf",
                                   batch_size=16, progress=False)
         scores["probes"] = summary.leaderboard_columns()
-    scores["test"] = evaluate(model, splits.test, test_run_dir(folder, settings), settings.cue)
+    scores["test"] = evaluate(model, splits.test, full_run_dir(folder, settings), settings.cue)
     scores["other"] = evaluate(model, splits.test_other, folder / "test-other", settings.cue)
     return scores
 
