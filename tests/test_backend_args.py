@@ -394,3 +394,18 @@ def test_a_real_vllm_engine_runs_with_the_options_it_was_given(model_cache, tmp_
         assert [response.error for response in responses] == [None] * 3
     finally:
         engine.close()
+
+
+@pytest.mark.slow
+def test_a_cpu_engine_without_memory_for_its_kv_cache_says_which_option_to_raise(model_cache):
+    """0.01 of the memory node is less than the CPU worker's own memory: the engine refuses to
+    start, and the one-line error names the option and a value that works."""
+    pytest.importorskip("vllm")
+    from dybench.backends.vllm import on_cpu
+
+    if not on_cpu():
+        pytest.skip("the hint is for the CPU engine")
+    options = backend_options("tiny-random-qwen3-vl", "vllm", {"max_model_len": 2048}, "gpu_memory_utilization=0.01")
+    with pytest.raises(DyBenchError, match=r"did not start .*gpu_memory_utilization \(now 0.01\).*"
+                                           r"--backend-args gpu_memory_utilization=0.2"):
+        create_backend(resolve_model("tiny-random-qwen3-vl"), "vllm", **options)

@@ -102,7 +102,14 @@ class VLLMBackend:
             if not isinstance(exc, Exception):
                 raise
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DyBenchError(f"{self.weights}: the vLLM engine did not start ({type(exc).__name__}: {message})") from None
+            hint = ""
+            if cpu and kv_cache_memory_bytes is None:
+                # The CPU worker's own memory counts against this share before any KV cache is left
+                # (its log says "less than requested memory for kv"), and the reason does not reach here.
+                hint = (f"; on CPUs gpu_memory_utilization (now {self.settings['gpu_memory_utilization']:g}) is the "
+                        "share of the memory node the engine may use, its own memory included: raise it with "
+                        "--backend-args gpu_memory_utilization=0.2, or give kv_cache_memory_bytes=BYTES")
+            raise DyBenchError(f"{self.weights}: the vLLM engine did not start ({type(exc).__name__}: {message}){hint}") from None
         self._template_owner = self._find_chat_template()
 
     def _find_chat_template(self) -> Any:
