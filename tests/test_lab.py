@@ -181,6 +181,20 @@ def test_a_cue_that_is_not_two_way_is_refused_in_one_line(tmp_path: Path) -> Non
     assert not (tmp_path / "lab").exists()
 
 
+def test_a_second_experiment_on_a_folder_in_use_stops_at_once_and_leaves_it_alone(tmp_path: Path) -> None:
+    """Another process holds the folder (here: this test, through the same lock): the second
+    `dybench lab shortcut` names it in one line and writes nothing."""
+    from dybench.locks import file_lock, lock_path_for
+
+    out = tmp_path / "lab"
+    with file_lock(lock_path_for(out)):
+        second = subprocess.run([sys.executable, "-m", "dybench.cli", "lab", "shortcut", "--out", str(out), "--quick",
+                                 "--no-progress"], capture_output=True, text=True, timeout=120)
+    assert second.returncode == 2 and "Traceback" not in second.stderr
+    assert f"pid {os.getpid()}" in second.stderr and "use another --out" in second.stderr
+    assert not out.exists()
+
+
 def result(policy: str, p_acc: float, shortcut: float, other: float | None = None, seed: int | None = 0) -> RunResult:
     return RunResult(policy=policy, seed=seed, steps=1, acc=p_acc, p_acc=p_acc, shortcut_rate=shortcut,
                      same_answer_rate=None, acc_original=None, acc_counterfactual=None, invalid_rate=0.0,

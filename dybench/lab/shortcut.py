@@ -47,6 +47,7 @@ from dybench.lab.shortcut_data import (
     shortcut_rate,
     write_task_table,
 )
+from dybench.locks import describe_holder, file_lock, lock_path_for
 from dybench.synth.scene import COLORS
 from dybench.train.algorithms import ALGORITHMS
 from dybench.train.config import AdvantageMode, RewardWeights
@@ -373,20 +374,23 @@ def run_shortcut_lab(out: Path, settings: ShortcutSettings, progress: bool = Tru
     transformers_logging.disable_progress_bar()  # dozens of model loads: the stage lines say what runs
     console = console or Console(stderr=True)
     out = Path(out)
-    prepare_folder(out, settings)
     say = console.print if progress else (lambda *args, **kwargs: None)
-    started = time.perf_counter()
-    tasks = write_task_table(out / "tasks")
-    try:
-        with lab_tasks(tasks):
-            outcome = run_stages(out, settings, progress, say)
-    except (KeyboardInterrupt, EvalInterrupted):
-        raise LabInterrupted(INTERRUPTED) from None
-    finally:  # an interrupted invocation's time counts too
-        record_wall_time(out, time.perf_counter() - started)
-    total, invocations = wall_time(out)
-    with lab_tasks(tasks):
-        write_report(out, settings, outcome, total, invocations)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # One experiment per folder: a second one would clear the first's run that has no checkpoint yet.
+    with file_lock(lock_path_for(out), wait=False, busy_message=lambda pid: (
+            f"{out} is being run by another `dybench lab shortcut` ({describe_holder(pid)}); wait for it to "
+            "finish or use another --out")):
+        prepare_folder(out, settings)
+        with lab_tasks(write_task_table(out / "tasks")):
+            started = time.perf_counter()
+            try:
+                outcome = run_stages(out, settings, progress, say)
+            except (KeyboardInterrupt, EvalInterrupted):
+                raise LabInterrupted(INTERRUPTED) from None
+            finally:  # an interrupted invocation's time counts too
+                record_wall_time(out, time.perf_counter() - started)
+            total, invocations = wall_time(out)
+            write_report(out, settings, outcome, total, invocations)
     say(f"[green]done[/] ({total / 60:.1f} min in all): "
         + rich_text(f"{out / 'results.csv'}, {out / 'curves.png'}, {out / 'summary.md'}, {out / 'leaderboard.csv'}"))
     return outcome.results
