@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from dybench.atomic import write_text_atomic
+from dybench.metrics import bootstrap_interval
 
 if TYPE_CHECKING:
     from dybench.lab.shortcut import CurvePoint, Outcome, RunResult, ShortcutSettings
@@ -132,7 +133,7 @@ def pair_means(out: Path, settings: ShortcutSettings, algo: str) -> dict[str, fl
     return {pair: statistics.fmean(o[pair] for o in outcomes) for pair in outcomes[0]}
 
 
-def crpo_minus_grpo(out: Path, settings: ShortcutSettings, seed: int = 0) -> Interval | None:
+def crpo_minus_grpo(out: Path, settings: ShortcutSettings) -> Interval | None:
     """Paired bootstrap over test pairs of P-Acc(CRPO) - P-Acc(GRPO), each pair's score the mean
     over seeds: the 95% percentile interval of 10,000 resamples (seeded: the same folder, the same
     interval)."""
@@ -140,10 +141,8 @@ def crpo_minus_grpo(out: Path, settings: ShortcutSettings, seed: int = 0) -> Int
         return None
     crpo, grpo = pair_means(out, settings, "crpo"), pair_means(out, settings, "grpo")
     differences = np.array([crpo[pair] - grpo[pair] for pair in sorted(crpo)])
-    rng = np.random.default_rng(seed)
-    draws = differences[rng.integers(0, len(differences), size=(N_BOOT, len(differences)))].mean(axis=1)
-    low, high = np.quantile(draws, [0.025, 0.975])
-    return Interval(float(differences.mean()), float(low), float(high), len(differences))
+    low, high = bootstrap_interval(differences, None, "crpo-minus-grpo", n_boot=N_BOOT)
+    return Interval(float(differences.mean()), low, high, len(differences))
 
 
 def target_lines(results: list[RunResult], interval: Interval | None, control_passed: bool) -> list[str]:

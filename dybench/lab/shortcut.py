@@ -271,6 +271,7 @@ def full_run_dir(folder: Path, settings: ShortcutSettings) -> Path:
 
 def evaluate_policy(model: Path, splits: Splits, folder: Path, settings: ShortcutSettings) -> dict[str, Any]:
     """A final policy on `test` (under the probes too: `dybench probe`) and on `test-other`."""
+    from dybench.evaluate import score_run
     from dybench.probe_suite import run_probe_suite
 
     scores: dict[str, Any] = {}
@@ -278,7 +279,12 @@ def evaluate_policy(model: Path, splits: Splits, folder: Path, settings: Shortcu
         summary = run_probe_suite(str(model), str(splits.test), folder / "test", probes=PROBES, backend="hf",
                                   batch_size=16, progress=False)
         scores["probes"] = summary.leaderboard_columns()
-    scores["test"] = evaluate(model, splits.test, full_run_dir(folder, settings), settings.cue)
+        full = full_run_dir(folder, settings)
+        rate, counted = shortcut_rate(full, splits.test, settings.cue)
+        # The suite already ran the full video: score it, rather than start the model again.
+        scores["test"] = {**score_run(full)[0], "shortcut_rate": rate, "n_shortcut_items": counted}
+    else:
+        scores["test"] = evaluate(model, splits.test, full_run_dir(folder, settings), settings.cue)
     scores["other"] = evaluate(model, splits.test_other, folder / "test-other", settings.cue)
     return scores
 
@@ -410,6 +416,8 @@ def wall_time(out: Path) -> tuple[float, int]:
 
 def run_stages(out: Path, settings: ShortcutSettings, progress: bool, say: Callable[..., None]) -> Outcome:
     """Every stage in order, each skipped where its result is already on disk."""
+    from dybench.lab.report import mean_of
+
     say("[bold]data[/]: control pairs, cue lesson, cued RL clips, test (cue colours), test-other")
     splits = build_splits(out / "data", settings.cue, settings.data_sizes(), settings.data_seed, settings.scene,
                           progress)
@@ -431,7 +439,7 @@ def run_stages(out: Path, settings: ShortcutSettings, progress: bool, say: Calla
                                  settings.control_steps), [], progress)
         result = record(CONTROL, seed, settings.control_steps, control, control / "eval")
         say(f"  test P-Acc {_fmt(result.p_acc)}, test-other P-Acc {_fmt(result.other_p_acc)}")
-    control_p_acc = _mean([r.p_acc for r in results])
+    control_p_acc = mean_of(results, CONTROL, "p_acc")
     if control_p_acc is None or control_p_acc < settings.control_min_p_acc:
         say(f"[yellow]the control reaches test P-Acc {_fmt(control_p_acc)} < {settings.control_min_p_acc}[/]: the model "
             "does not see the motion at these settings, so no RL is run (see summary.md)")
@@ -460,11 +468,6 @@ def run_stages(out: Path, settings: ShortcutSettings, progress: bool, say: Calla
         say(f"  test P-Acc {_fmt(result.p_acc)}, shortcut rate {_fmt(result.shortcut_rate)}")
     warm_point = CurvePoint(step=0, acc=warm_result.acc, p_acc=warm_result.p_acc, shortcut_rate=warm_result.shortcut_rate)
     return Outcome(results=results, folders=folders, warm_point=warm_point, control_passed=True)
-
-
-def _mean(values: list[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return sum(present) / len(present) if present else None
 
 
 def _fmt(value: float | None) -> str:

@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from dybench.build import build_synthetic
 from dybench.data import MANIFEST
 from dybench.families import load_data
+from dybench.metrics import item_table, pair_table, scored_letter
 from dybench.schema import Item, letter
 from dybench.store import read_predictions
 from dybench.synth.scene import COLORS
@@ -262,18 +263,13 @@ def shortcut_rate(run_dir: Path, test: Path, cue: dict[str, str]) -> tuple[float
         if not conflicts(item, cue):
             continue
         counted += 1
-        prediction = predictions.get(item.id)
-        hits += int(prediction is not None and prediction.pred == cue_letter(item, cue))
+        hits += int(scored_letter(item, predictions.get(item.id), dataset.family) == cue_letter(item, cue))
     return (hits / counted if counted else None), counted
 
 
 def pair_outcomes(run_dir: Path, test: Path) -> dict[str, bool]:
-    """Pair id -> both clips answered right (a missing answer counts as wrong)."""
+    """Pair id -> both clips answered right, as P-Acc counts it (a missing answer is wrong)."""
     dataset = load_data(str(test))
     _, predictions = read_predictions(run_dir)
-    outcome: dict[str, bool] = {}
-    for item in dataset.items:
-        prediction = predictions.get(item.id)
-        right = prediction is not None and prediction.pred == item.answer
-        outcome[item.pair_id] = outcome.get(item.pair_id, True) and right
-    return outcome
+    pairs = pair_table(item_table(dataset, predictions))
+    return {str(pair): bool(right) for pair, right in zip(pairs["pair_id"], pairs["all_correct"])}
